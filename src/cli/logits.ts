@@ -1,0 +1,4 @@
+import type { Command } from 'commander';
+
+/** Registers `rwkv7 logits`. (Not implemented yet.) */
+export function register(_program: Command): void {}

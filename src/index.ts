@@ -1,0 +1,2 @@
+// Public library API of rwkv7-ts.
+export { UserError, FormatError } from './errors.js';
