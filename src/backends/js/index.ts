@@ -1,0 +1,238 @@
+/**
+ * The plain-TypeScript backend: the reference implementation of every kernel, written for clarity.
+ *
+ * Activations and state are Float64Array (JavaScript numbers are doubles, so this costs nothing and keeps
+ * the js backend within ~1e-7 of the float64 reference); weights are f32, or bf16 bit patterns widened on the fly.
+ */
+import type { Activation, Backend, Buf, HostMatrix, Mat, MatmulOptions, WeightDType } from '../kernels.js';
+import { UserError } from '../../errors.js';
+
+class JsBuf implements Buf {
+  readonly data: Float64Array;
+  constructor(readonly length: number) {
+    this.data = new Float64Array(length);
+  }
+}
+
+class JsMat implements Mat {
+  constructor(
+    readonly rows: number,
+    readonly cols: number,
+    /** f32 values, or bf16 bit patterns. */
+    readonly data: Float32Array | Uint16Array,
+  ) {}
+}
+
+const d = (b: Buf) => (b as JsBuf).data;
+
+const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
+
+function activate(x: number, act: Activation): number {
+  switch (act) {
+    case 'none': return x;
+    case 'tanh': return Math.tanh(x);
+    case 'sigmoid': return sigmoid(x);
+    case 'relu2': return x > 0 ? x * x : 0;
+  }
+}
+
+export class JsBackend implements Backend {
+  readonly name = 'js';
+  readonly maxChunk = 32;
+
+  constructor(readonly weightDType: WeightDType = 'f32') {
+    if (weightDType !== 'f32' && weightDType !== 'bf16') {
+      throw new UserError(`the js backend stores weights as f32 or bf16, not ${weightDType} (use --backend wasm for f16/int8)`);
+    }
+  }
+
+  buffer(length: number): Buf {
+    return new JsBuf(length);
+  }
+
+  write(dst: Buf, src: Float32Array, dstOffset = 0): void {
+    d(dst).set(src, dstOffset);
+  }
+
+  async read(src: Buf, offset = 0, length = src.length - offset): Promise<Float32Array> {
+    return Float32Array.from(d(src).subarray(offset, offset + length));
+  }
+
+  copy(dst: Buf, src: Buf, length: number, dstOffset = 0, srcOffset = 0): void {
+    d(dst).set(d(src).subarray(srcOffset, srcOffset + length), dstOffset);
+  }
+
+  matrix(m: HostMatrix): Mat {
+    const n = m.rows * m.cols;
+    if (this.weightDType === 'bf16') {
+      if (m.dtype === 'BF16') return new JsMat(m.rows, m.cols, m.data.slice(0, n));
+      const f32 = m.dtype === 'F32' ? m.data : f16ArrayToF32(m.data);
+      return new JsMat(m.rows, m.cols, f32ToBf16(f32));
+    }
+    if (m.dtype === 'F32') return new JsMat(m.rows, m.cols, m.data.slice(0, n));
+    return new JsMat(m.rows, m.cols, m.dtype === 'BF16' ? bf16ArrayToF32(m.data) : f16ArrayToF32(m.data));
+  }
+
+  free(): void {}
+
+  layerNorm(out: Buf, x: Buf, w: Buf, b: Buf, T: number, n: number, groups: number, eps: number): void {
+    const o = d(out), xs = d(x), ws = d(w), bs = d(b);
+    const g = n / groups;
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < groups; h++) {
+        const base = t * n + h * g;
+        let mean = 0;
+        for (let i = 0; i < g; i++) mean += xs[base + i]!;
+        mean /= g;
+        let v = 0;
+        for (let i = 0; i < g; i++) v += (xs[base + i]! - mean) ** 2;
+        const inv = 1 / Math.sqrt(v / g + eps);
+        for (let i = 0; i < g; i++) o[base + i] = (xs[base + i]! - mean) * inv * ws[h * g + i]! + bs[h * g + i]!;
+      }
+    }
+  }
+
+  matmul(out: Buf, x: Buf, W: Mat, T: number, opts: MatmulOptions = {}): void {
+    const { rows, cols, data } = W as JsMat;
+    const o = d(out), xs = d(x);
+    const bias = opts.bias ? d(opts.bias) : undefined;
+    const act = opts.act ?? 'none';
+    const acc = opts.accumulate ?? false;
+    const row = new Float64Array(cols);
+    const bits = data instanceof Uint16Array ? new Uint32Array(1) : undefined;
+    const f = bits ? new Float32Array(bits.buffer) : undefined;
+    for (let r = 0; r < rows; r++) {
+      // Widen one weight row once, then dot it with every token row.
+      const base = r * cols;
+      if (bits) {
+        for (let c = 0; c < cols; c++) { bits[0] = (data[base + c]! << 16) >>> 0; row[c] = f![0]!; }
+      } else {
+        for (let c = 0; c < cols; c++) row[c] = data[base + c]!;
+      }
+      for (let t = 0; t < T; t++) {
+        const xb = t * cols;
+        let s = 0;
+        for (let c = 0; c < cols; c++) s += row[c]! * xs[xb + c]!;
+        const i = t * rows + r;
+        o[i] = acc ? o[i]! + s : activate(bias ? s + bias[r]! : s, act);
+      }
+    }
+  }
+
+  shiftLerp(outs: readonly Buf[], x: Buf, shift: Buf, mixes: readonly Buf[], T: number, C: number): void {
+    const xs = d(x), sh = d(shift);
+    for (let t = 0; t < T; t++) {
+      const prev = t === 0 ? sh : xs.subarray((t - 1) * C, t * C);
+      for (let m = 0; m < mixes.length; m++) {
+        const o = d(outs[m]!), mix = d(mixes[m]!);
+        for (let i = 0; i < C; i++) {
+          const xi = xs[t * C + i]!;
+          o[t * C + i] = xi + (prev[i]! - xi) * mix[i]!;
+        }
+      }
+    }
+    sh.set(xs.subarray((T - 1) * C, T * C));
+  }
+
+  decay(w: Buf, w0: Buf, T: number, C: number): void {
+    const ws = d(w), b = d(w0);
+    const k = Math.exp(-0.5); // 0.606531
+    for (let t = 0; t < T; t++) {
+      for (let i = 0; i < C; i++) ws[t * C + i] = Math.exp(-k * sigmoid(b[i]! + ws[t * C + i]!));
+    }
+  }
+
+  lerpInPlace(x: Buf, target: Buf, gate: Buf, length: number): void {
+    const xs = d(x), ts = d(target), gs = d(gate);
+    for (let i = 0; i < length; i++) xs[i] = xs[i]! + (ts[i]! - xs[i]!) * gs[i]!;
+  }
+
+  keyPrep(kk: Buf, k: Buf, a: Buf, kK: Buf, kA: Buf, T: number, C: number, N: number): void {
+    const kks = d(kk), ks = d(k), as = d(a), kkw = d(kK), kaw = d(kA);
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < C; h += N) {
+        const base = t * C + h;
+        let norm = 0;
+        for (let j = 0; j < N; j++) {
+          const v = ks[base + j]! * kkw[h + j]!;
+          kks[base + j] = v;
+          norm += v * v;
+        }
+        const inv = 1 / Math.max(Math.sqrt(norm), 1e-12);
+        for (let j = 0; j < N; j++) kks[base + j] = kks[base + j]! * inv;
+      }
+      for (let i = 0; i < C; i++) {
+        const j = t * C + i;
+        ks[j] = ks[j]! * (1 + (as[j]! - 1) * kaw[i]!);
+      }
+    }
+  }
+
+  wkv(S: Buf, r: Buf, w: Buf, k: Buf, v: Buf, kk: Buf, a: Buf, y: Buf, T: number, C: number, N: number): void {
+    const s = d(S), rs = d(r), ws = d(w), ks = d(k), vs = d(v), kks = d(kk), as = d(a), ys = d(y);
+    const H = C / N;
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < H; h++) {
+        const x = t * C + h * N; // this head's slice of the token row
+        for (let i = 0; i < N; i++) {
+          const row = (h * N + i) * N; // S[h][i][:]
+          let sa = 0;
+          for (let j = 0; j < N; j++) sa -= s[row + j]! * kks[x + j]!;
+          const vi = vs[x + i]!;
+          let yi = 0;
+          for (let j = 0; j < N; j++) {
+            const sij = s[row + j]! * ws[x + j]! + sa * kks[x + j]! * as[x + j]! + vi * ks[x + j]!;
+            s[row + j] = sij;
+            yi += sij * rs[x + j]!;
+          }
+          ys[x + i] = yi;
+        }
+      }
+    }
+  }
+
+  bonusGate(y: Buf, r: Buf, k: Buf, v: Buf, rK: Buf, g: Buf, T: number, C: number, N: number): void {
+    const ys = d(y), rs = d(r), ks = d(k), vs = d(v), rk = d(rK), gs = d(g);
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < C; h += N) {
+        const x = t * C + h;
+        let bonus = 0;
+        for (let j = 0; j < N; j++) bonus += rs[x + j]! * ks[x + j]! * rk[h + j]!;
+        for (let i = 0; i < N; i++) ys[x + i] = (ys[x + i]! + bonus * vs[x + i]!) * gs[x + i]!;
+      }
+    }
+  }
+
+  async sync(): Promise<void> {}
+  dispose(): void {}
+}
+
+function bf16ArrayToF32(u16: Uint16Array): Float32Array {
+  const u32 = new Uint32Array(u16.length);
+  for (let i = 0; i < u16.length; i++) u32[i] = u16[i]! << 16;
+  return new Float32Array(u32.buffer);
+}
+
+function f16ArrayToF32(u16: Uint16Array): Float32Array {
+  const out = new Float32Array(u16.length);
+  for (let i = 0; i < u16.length; i++) {
+    const h = u16[i]!;
+    const s = h & 0x8000 ? -1 : 1;
+    const e = (h >> 10) & 0x1f;
+    const m = h & 0x3ff;
+    out[i] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
+  }
+  return out;
+}
+
+/** f32 → bf16 with round-to-nearest-even (NaN stays NaN). */
+function f32ToBf16(f32: Float32Array): Uint16Array {
+  const u32 = new Uint32Array(f32.buffer, f32.byteOffset, f32.length);
+  const out = new Uint16Array(f32.length);
+  for (let i = 0; i < f32.length; i++) {
+    const x = u32[i]!;
+    if ((x & 0x7fffffff) > 0x7f800000) { out[i] = (x >>> 16) | 0x40; continue; }
+    out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+  }
+  return out;
+}

@@ -1,0 +1,198 @@
+/**
+ * Moves a checkpoint's tensors (canonical BlinkDL names, see src/formats/types.ts) onto a backend.
+ *
+ * Vectors become f32 buffers; matrices are uploaded as [out, in] (`matmul` computes W · x): the Linear
+ * weights already are, the LoRA factors (`w1` [C, r], `w2` [r, C], ... used as `x @ w1`) are transposed here.
+ * bf16/f16 data stay 16-bit all the way to the backend, so nothing is rounded twice.
+ * The embedding stays on the host (one row per token is looked up and layer-normed by the model).
+ */
+import type { Backend, Buf, HostMatrix, Mat } from '../backends/kernels.js';
+import type { Checkpoint, TensorRef } from '../formats/types.js';
+import type { ModelConfig } from './config.js';
+import { FormatError } from '../errors.js';
+
+export interface AttentionWeights {
+  x_r: Buf; x_w: Buf; x_k: Buf; x_v: Buf; x_a: Buf; x_g: Buf;
+  w0: Buf; w1: Mat; w2: Mat;
+  a0: Buf; a1: Mat; a2: Mat;
+  /** Absent in layer 0 (its v is v_first). */
+  v0?: Buf; v1?: Mat; v2?: Mat;
+  g1: Mat; g2: Mat;
+  k_k: Buf; k_a: Buf; r_k: Buf;
+  receptance: Mat; key: Mat; value: Mat; output: Mat;
+  ln_x_w: Buf; ln_x_b: Buf;
+}
+
+export interface LayerWeights {
+  ln1w: Buf; ln1b: Buf; ln2w: Buf; ln2b: Buf;
+  att: AttentionWeights;
+  ffn: { x_k: Buf; key: Mat; value: Mat };
+}
+
+/** The embedding table, kept on the host in its file dtype. */
+export interface Embedding {
+  /** Writes row `id` into `out` (length C). */
+  row(id: number, out: Float64Array): void;
+}
+
+export interface ModelWeights {
+  emb: Embedding;
+  ln0w: Float64Array; ln0b: Float64Array;
+  layers: LayerWeights[];
+  lnOutW: Buf; lnOutB: Buf;
+  head: Mat;
+}
+
+export type LoadProgress = (done: number, total: number) => void;
+
+/** Upload every tensor of `ck` to `backend`. `onProgress` is called once per tensor. */
+export function loadWeights(ck: Checkpoint, config: ModelConfig, backend: Backend, onProgress?: LoadProgress): ModelWeights {
+  const total = ck.tensors.size;
+  let done = 0;
+  const ref = (name: string): TensorRef => {
+    const t = ck.tensors.get(name);
+    if (!t) throw new FormatError(`${ck.path}: tensor '${name}' is missing`);
+    return t;
+  };
+  const tick = () => onProgress?.(++done, total);
+  const vec = (name: string): Buf => {
+    const data = toF32(ref(name), ck.path);
+    const b = backend.buffer(data.length);
+    backend.write(b, data);
+    tick();
+    return b;
+  };
+  /** A Linear weight, already [out, in]. */
+  const linear = (name: string): Mat => {
+    const m = backend.matrix(hostMatrix(ref(name), ck.path, false));
+    tick();
+    return m;
+  };
+  /** A LoRA factor stored [in, out] (used as `x @ W`): transposed to [out, in]. */
+  const lora = (name: string): Mat => {
+    const m = backend.matrix(hostMatrix(ref(name), ck.path, true));
+    tick();
+    return m;
+  };
+  const host64 = (name: string): Float64Array => {
+    const v = Float64Array.from(toF32(ref(name), ck.path));
+    tick();
+    return v;
+  };
+
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < config.nLayer; i++) {
+    const p = `blocks.${i}.`;
+    const has = (n: string) => ck.tensors.has(p + n);
+    const att: AttentionWeights = {
+      x_r: vec(p + 'att.x_r'), x_w: vec(p + 'att.x_w'), x_k: vec(p + 'att.x_k'),
+      x_v: vec(p + 'att.x_v'), x_a: vec(p + 'att.x_a'), x_g: vec(p + 'att.x_g'),
+      w0: vec(p + 'att.w0'), w1: lora(p + 'att.w1'), w2: lora(p + 'att.w2'),
+      a0: vec(p + 'att.a0'), a1: lora(p + 'att.a1'), a2: lora(p + 'att.a2'),
+      g1: lora(p + 'att.g1'), g2: lora(p + 'att.g2'),
+      k_k: vec(p + 'att.k_k'), k_a: vec(p + 'att.k_a'), r_k: vec(p + 'att.r_k'),
+      receptance: linear(p + 'att.receptance.weight'), key: linear(p + 'att.key.weight'),
+      value: linear(p + 'att.value.weight'), output: linear(p + 'att.output.weight'),
+      ln_x_w: vec(p + 'att.ln_x.weight'), ln_x_b: vec(p + 'att.ln_x.bias'),
+    };
+    if (i > 0) {
+      att.v0 = vec(p + 'att.v0'); att.v1 = lora(p + 'att.v1'); att.v2 = lora(p + 'att.v2');
+    } else if (has('att.v0')) {
+      done += ['att.v0', 'att.v1', 'att.v2'].filter(has).length; // present in some releases, unused in layer 0
+    }
+    layers.push({
+      ln1w: vec(p + 'ln1.weight'), ln1b: vec(p + 'ln1.bias'),
+      ln2w: vec(p + 'ln2.weight'), ln2b: vec(p + 'ln2.bias'),
+      att,
+      ffn: { x_k: vec(p + 'ffn.x_k'), key: linear(p + 'ffn.key.weight'), value: linear(p + 'ffn.value.weight') },
+    });
+  }
+  const emb = embedding(ref('emb.weight'), config, ck.path);
+  tick();
+  const weights: ModelWeights = {
+    emb,
+    ln0w: host64('blocks.0.ln0.weight'), ln0b: host64('blocks.0.ln0.bias'),
+    layers,
+    lnOutW: vec('ln_out.weight'), lnOutB: vec('ln_out.bias'),
+    head: linear('head.weight'),
+  };
+  onProgress?.(total, total);
+  return weights;
+}
+
+/** Any float tensor as f32 values (bf16 and f16 widen exactly; f64 rounds to nearest). */
+export function toF32(t: TensorRef, path: string): Float32Array {
+  const bytes = t.read();
+  const n = t.shape.reduce((a, b) => a * b, 1);
+  const copy = (bytes.byteOffset & 7) === 0 ? bytes : bytes.slice();
+  switch (t.dtype) {
+    case 'F32':
+      return new Float32Array(copy.buffer, copy.byteOffset, n);
+    case 'F64':
+      return Float32Array.from(new Float64Array(copy.buffer, copy.byteOffset, n));
+    case 'BF16': {
+      const u16 = new Uint16Array(copy.buffer, copy.byteOffset, n);
+      const u32 = new Uint32Array(n);
+      for (let i = 0; i < n; i++) u32[i] = u16[i]! << 16;
+      return new Float32Array(u32.buffer);
+    }
+    case 'F16': {
+      const u16 = new Uint16Array(copy.buffer, copy.byteOffset, n);
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) out[i] = f16ToF32(u16[i]!);
+      return out;
+    }
+    default:
+      throw new FormatError(`${path}: tensor '${t.name}' has dtype ${t.dtype}; a float type (F32, F16, BF16, F64) was expected`);
+  }
+}
+
+/** IEEE half → single, exact (subnormals, inf and NaN included). */
+export function f16ToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+function hostMatrix(t: TensorRef, path: string, transpose: boolean): HostMatrix {
+  if (t.shape.length !== 2) throw new FormatError(`${path}: tensor '${t.name}' has shape [${t.shape.join(', ')}]; a matrix was expected`);
+  let [rows, cols] = t.shape as [number, number];
+  const name = t.name;
+  if (t.dtype === 'BF16' || t.dtype === 'F16') {
+    const bytes = t.read();
+    const copy = (bytes.byteOffset & 1) === 0 ? bytes : bytes.slice();
+    let data = new Uint16Array(copy.buffer, copy.byteOffset, rows * cols);
+    if (transpose) { data = transposed(data, rows, cols, new Uint16Array(rows * cols)); [rows, cols] = [cols, rows]; }
+    return { name, rows, cols, dtype: t.dtype, data };
+  }
+  let data = toF32(t, path);
+  if (transpose) { data = transposed(data, rows, cols, new Float32Array(rows * cols)); [rows, cols] = [cols, rows]; }
+  return { name, rows, cols, dtype: 'F32', data };
+}
+
+function transposed<A extends Float32Array | Uint16Array>(src: A, rows: number, cols: number, dst: A): A {
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c]!;
+  return dst;
+}
+
+function embedding(t: TensorRef, config: ModelConfig, path: string): Embedding {
+  const C = config.nEmbd;
+  if (t.dtype === 'BF16') {
+    const bytes = t.read();
+    const copy = (bytes.byteOffset & 1) === 0 ? bytes : bytes.slice();
+    const u16 = new Uint16Array(copy.buffer, copy.byteOffset, config.vocabSize * C);
+    const cvt = new Float32Array(1);
+    const bits = new Uint32Array(cvt.buffer);
+    return {
+      row(id, out) {
+        const base = id * C;
+        for (let i = 0; i < C; i++) { bits[0] = u16[base + i]! << 16; out[i] = cvt[0]!; }
+      },
+    };
+  }
+  const f32 = toF32(t, path);
+  return { row(id, out) { for (let i = 0; i < C; i++) out[i] = f32[id * C + i]!; } };
+}
