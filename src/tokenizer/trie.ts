@@ -5,13 +5,13 @@
  *
  * Layout:
  *   - `byteToken[b]`: the token that is exactly the single byte b (or -1).
- *   - `pairNode[(b0 << 8) | b1]`: the trie node for the two-byte prefix b0 b1 (0 = no token starts so).
- *     This table replaces the two widest levels of the trie with one lookup.
- *   - Deeper nodes (depth >= 2) are numbered from 1; `nodeToken[n]` is the token ending at node n
- *     (or -1). Children of node n are either in a dense 256-entry row `dense[denseRow[n] .. + 256]`
- *     (for nodes with many children), or in the sorted edge list
- *     `edgeByte/edgeNode[edgeStart[n] .. edgeStart[n + 1]]`, scanned linearly (it is short).
- *   - Node 0 is never a child, so 0 means "no such child" everywhere.
+ *   - `pairNode[(b0 << 8) | b1]`: the trie node for the two-byte prefix b0 b1 (0 = no token starts
+ *     so). This one lookup replaces the two widest levels of the trie.
+ *   - Deeper nodes (depth >= 2) are records in one Int32Array `trie`, numbered depth-first so a
+ *     token's path is mostly contiguous in memory. A record holds the token ending at the node
+ *     and its children: a short sorted edge list inline, or (for nodes with many children) a
+ *     dense 256-entry row in `dense`. The exact record format is described in the constructor.
+ *   - A node is named by its record's offset; offset 0 is a dummy, so 0 means "no node".
  */
 import type { Vocab } from './vocab.js';
 import { FormatError } from '../errors.js';
@@ -22,11 +22,9 @@ const DENSE_THRESHOLD = 8;
 export class ByteTrie {
   readonly byteToken: Int32Array;
   readonly pairNode: Int32Array;
-  readonly nodeToken: Int32Array;
-  readonly edgeStart: Int32Array;
-  readonly edgeByte: Uint8Array;
-  readonly edgeNode: Int32Array;
-  readonly denseRow: Int32Array;
+  /** Node records of the nodes of depth >= 2 (layout described in the constructor). */
+  readonly trie: Int32Array;
+  /** Dense child rows (256 entries each) of the nodes with many children. */
   readonly dense: Int32Array;
 
   constructor(vocab: Vocab, name: string) {
@@ -88,60 +86,80 @@ export class ByteTrie {
       claim(node, id, token[node]!);
     }
 
-    // Freeze into flat arrays.
-    this.nodeToken = token.slice(0, nodes);
-    this.edgeStart = new Int32Array(nodes + 1);
-    this.denseRow = new Int32Array(nodes).fill(-1);
-    let edges = 0;
+    // Freeze into one flat Int32Array of node records, numbered in depth-first order so that a
+    // token's path lies mostly in consecutive memory (few cache misses per step). A node is
+    // referred to by the offset of its record:
+    //   record[0]  token ending at this node, or -1
+    //   record[1]  number of child edges c >= 0, followed by c edges `(child << 8) | byte`
+    //              sorted by byte; or ~row (< 0) for a node whose children are in dense[row .. row + 256]
+    // Offset 0 holds a dummy record, so 0 means "no node".
+    const isDense = (n: number): boolean => childCount[n]! > DENSE_THRESHOLD;
+    const offsetOf = new Int32Array(nodes);
+    const order = new Int32Array(nodes); // old node numbers in depth-first preorder
+    let visited = 0;
+    let recordsLen = 2;
     let denseRows = 0;
-    for (let n = 0; n < nodes; n++) {
-      if (childCount[n]! > DENSE_THRESHOLD) denseRows++;
-      else edges += childCount[n]!;
-    }
-    this.edgeByte = new Uint8Array(edges);
-    this.edgeNode = new Int32Array(edges);
-    this.dense = new Int32Array(denseRows * 256);
-    let e = 0;
-    let row = 0;
-    for (let n = 0; n < nodes; n++) {
-      this.edgeStart[n] = e;
-      if (childCount[n]! > DENSE_THRESHOLD) {
-        const base = row++ * 256;
-        this.denseRow[n] = base;
-        for (let c = firstChild[n]!; c !== 0; c = nextSibling[c]!) this.dense[base + label[c]!] = c;
-      } else {
-        for (let c = firstChild[n]!; c !== 0; c = nextSibling[c]!) {
-          this.edgeByte[e] = label[c]!;
-          this.edgeNode[e] = c;
-          e++;
+    const stack = new Int32Array(nodes);
+    for (let key = 0; key < 1 << 16; key++) {
+      const root = this.pairNode[key]!;
+      if (root === 0) continue;
+      let sp = 0;
+      stack[sp++] = root;
+      while (sp > 0) {
+        const n = stack[--sp]!;
+        order[visited++] = n;
+        offsetOf[n] = recordsLen;
+        if (isDense(n)) {
+          recordsLen += 2;
+          denseRows++;
+        } else {
+          recordsLen += 2 + childCount[n]!;
         }
+        // Push the children in reverse so that the smallest byte is visited first.
+        const first = sp;
+        for (let c = firstChild[n]!; c !== 0; c = nextSibling[c]!) stack[sp++] = c;
+        stack.subarray(first, sp).reverse();
+      }
+      this.pairNode[key] = offsetOf[root]!;
+    }
+    if (recordsLen >= 1 << 23) throw new FormatError(`${name}: vocabulary too large for the tokenizer's trie`);
+    const trie = new Int32Array(recordsLen);
+    const dense = new Int32Array(denseRows * 256);
+    trie[0] = -1;
+    let row = 0;
+    for (let v = 0; v < visited; v++) {
+      const n = order[v]!;
+      const o = offsetOf[n]!;
+      trie[o] = token[n]!;
+      if (isDense(n)) {
+        const base = row++ * 256;
+        trie[o + 1] = ~base;
+        for (let c = firstChild[n]!; c !== 0; c = nextSibling[c]!) dense[base + label[c]!] = offsetOf[c]!;
+      } else {
+        trie[o + 1] = childCount[n]!;
+        let e = o + 2;
+        for (let c = firstChild[n]!; c !== 0; c = nextSibling[c]!) trie[e++] = (offsetOf[c]! << 8) | label[c]!;
       }
     }
-    this.edgeStart[nodes] = e;
-  }
-
-  /** Number of trie nodes below the two-byte table (for diagnostics). */
-  get nodeCount(): number {
-    return this.nodeToken.length;
+    this.trie = trie;
+    this.dense = dense;
   }
 
   /**
-   * Greedy longest-match encoding of `bytes[start .. end)`, appending token ids to `out`.
-   * Returns -1 on success, or the offset of a byte that no token can cover (only possible with a
-   * vocabulary lacking some single-byte tokens).
+   * Greedy longest-match encoding of `bytes[start .. end)`, writing token ids to `out` from
+   * `outPos` (`out` needs room for `end - start` ids: no token is shorter than a byte).
+   * Returns the output position after the last id; or, if some byte cannot be covered by any
+   * token (only possible with a vocabulary lacking some single-byte tokens), ~offset of that byte.
    */
-  encodeInto(bytes: Uint8Array, start: number, end: number, out: number[]): number {
+  encodeInto(bytes: Uint8Array, start: number, end: number, out: Int32Array, outPos: number): number {
     // Hoist everything into locals: this loop is the tokenizer's hot path.
     const byteToken = this.byteToken;
     const pairNode = this.pairNode;
-    const nodeToken = this.nodeToken;
-    const edgeStart = this.edgeStart;
-    const edgeByte = this.edgeByte;
-    const edgeNode = this.edgeNode;
-    const denseRow = this.denseRow;
+    const trie = this.trie;
     const dense = this.dense;
 
     let i = start;
+    let o = outPos;
     while (i < end) {
       const b0 = bytes[i]!;
       let bestToken = byteToken[b0]!;
@@ -150,25 +168,26 @@ export class ByteTrie {
         let node = pairNode[(b0 << 8) | bytes[i + 1]!]!;
         let j = i + 2; // bytes[i .. j) is the path to `node`
         while (node !== 0) {
-          const t = nodeToken[node]!;
+          const t = trie[node]!;
           if (t >= 0) {
             bestToken = t;
             bestEnd = j;
           }
           if (j >= end) break;
           const b = bytes[j]!;
-          const row = denseRow[node]!;
-          if (row >= 0) {
-            node = dense[row + b]!;
+          const header = trie[node + 1]!;
+          if (header < 0) {
+            node = dense[~header + b]!;
           } else {
-            const s = edgeStart[node]!;
-            const e = edgeStart[node + 1]!;
+            const stop = node + 2 + header;
+            let k = node + 2;
             node = 0;
             // Edges are sorted by byte: stop at the first one that is >= b.
-            for (let k = s; k < e; k++) {
-              const eb = edgeByte[k]!;
+            for (; k < stop; k++) {
+              const edge = trie[k]!;
+              const eb = edge & 0xff;
               if (eb >= b) {
-                if (eb === b) node = edgeNode[k]!;
+                if (eb === b) node = edge >>> 8;
                 break;
               }
             }
@@ -176,10 +195,10 @@ export class ByteTrie {
           j++;
         }
       }
-      if (bestToken < 0) return i;
-      out.push(bestToken);
+      if (bestToken < 0) return ~i;
+      out[o++] = bestToken;
       i = bestEnd;
     }
-    return -1;
+    return o;
   }
 }

@@ -44,6 +44,7 @@ export class WorldTokenizer {
   private readonly offsets: Uint32Array;
   private readonly trie: ByteTrie;
   private readonly decoder = newUtf8Decoder();
+  private scratch = new Int32Array(1024);
   private static cached: WorldTokenizer | undefined;
 
   private constructor(vocab: Vocab, name: string, options: WorldTokenizerOptions) {
@@ -89,14 +90,22 @@ export class WorldTokenizer {
 
   /** Encodes raw bytes (need not be valid UTF-8). */
   encodeBytes(bytes: Uint8Array): number[] {
-    const out: number[] = [];
-    const bad = this.trie.encodeInto(bytes, 0, bytes.length, out);
-    if (bad >= 0) {
+    // Encode into a reused typed scratch buffer (never more ids than bytes), then copy into a
+    // presized array: much cheaper than growing an array with push().
+    if (this.scratch.length < bytes.length) this.scratch = new Int32Array(Math.max(bytes.length, 2 * this.scratch.length));
+    const scratch = this.scratch;
+    const n = this.trie.encodeInto(bytes, 0, bytes.length, scratch, 0);
+    if (n < 0) {
+      const bad = ~n;
       throw new UserError(
         `cannot encode byte 0x${bytes[bad]!.toString(16).padStart(2, '0')} at offset ${bad}: ` +
           'the vocabulary has no token for it',
       );
     }
+    const out = new Array<number>(n);
+    for (let k = 0; k < n; k++) out[k] = scratch[k]!;
+    // Do not pin a huge buffer after one huge input.
+    if (scratch.length > 1 << 22) this.scratch = new Int32Array(1024);
     return out;
   }
 
