@@ -1,0 +1,176 @@
+/**
+ * safetensors reader and writer.
+ *
+ * File layout: an 8-byte little-endian u64 N, N bytes of JSON header
+ * (`{"name": {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}`),
+ * then the data; offsets are relative to the start of the data.
+ *
+ * Written here rather than taken from a library because the reader is the trust boundary for untrusted
+ * files: every number in the header is validated against the real file size before anything is
+ * allocated (header size, dtype, shape x dtype == byte span, offsets in bounds, no overlaps), and tensors
+ * are read lazily by offset so multi-GB files never sit in memory. The writer streams tensor by tensor.
+ */
+import * as fs from 'node:fs';
+import { FormatError } from '../errors.js';
+import { DTYPE_BYTES, type DType, type TensorRef } from './types.js';
+import { readExact } from './zip.js';
+import type { RawTensorFile } from './raw.js';
+
+/** Same bound as the reference implementation: a larger header is an attack or corruption. */
+const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+
+function isDType(s: unknown): s is DType {
+  return typeof s === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, s);
+}
+
+/** Opens a safetensors file; tensors keep their names from the file (no layout mapping). */
+export function openSafetensors(path: string): RawTensorFile {
+  const fd = fs.openSync(path, 'r');
+  try {
+    return readSafetensors(path, fd);
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+}
+
+function readSafetensors(path: string, fd: number): RawTensorFile {
+  const fileSize = fs.fstatSync(fd).size;
+  if (fileSize < 8) throw new FormatError(`${path}: not a safetensors file (only ${fileSize} bytes)`);
+  const lenBytes = readExact(fd, path, 0, 8, fileSize);
+  const headerLen = new DataView(lenBytes.buffer).getBigUint64(0, true);
+  if (headerLen > BigInt(fileSize - 8)) {
+    throw new FormatError(`${path}: safetensors header claims ${headerLen} bytes but the file holds only ${fileSize - 8} after the length field (truncated or not a safetensors file)`);
+  }
+  if (headerLen > BigInt(MAX_HEADER_BYTES)) throw new FormatError(`${path}: safetensors header too large (${headerLen} bytes)`);
+  const n = Number(headerLen);
+  const headerBytes = readExact(fd, path, 8, n, fileSize);
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
+  } catch (e) {
+    throw new FormatError(`${path}: safetensors header is not valid UTF-8 JSON (${(e as Error).message})`);
+  }
+  if (header === null || typeof header !== 'object' || Array.isArray(header)) {
+    throw new FormatError(`${path}: safetensors header is not a JSON object`);
+  }
+  const dataStart = 8 + n;
+  const dataSize = fileSize - dataStart;
+
+  const metadata: Record<string, string> = {};
+  const spans: Array<{ name: string; begin: number; end: number }> = [];
+  const tensors = new Map<string, TensorRef>();
+  let closed = false;
+  for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new FormatError(`${path}: __metadata__ must be an object of strings`);
+      for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+        if (typeof v !== 'string') throw new FormatError(`${path}: __metadata__.${k} is not a string`);
+        metadata[k] = v;
+      }
+      continue;
+    }
+    const bad = (what: string): never => { throw new FormatError(`${path}: tensor ${name}: ${what}`); };
+    if (raw === null || typeof raw !== 'object') bad('header entry is not an object');
+    const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
+    if (!isDType(dtype)) bad(`unsupported dtype ${JSON.stringify(dtype)} (expected one of ${Object.keys(DTYPE_BYTES).join(', ')})`);
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) bad(`invalid shape ${JSON.stringify(shape)}`);
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
+      bad(`invalid data_offsets ${JSON.stringify(offsets)}`);
+    }
+    const [begin, end] = offsets as [number, number];
+    if (begin > end || end > dataSize) bad(`data_offsets [${begin}, ${end}] outside the data section (${dataSize} bytes)`);
+    const numel = (shape as number[]).reduce((a, b) => a * b, 1);
+    const bytes = numel * DTYPE_BYTES[dtype as DType];
+    if (bytes !== end - begin) bad(`shape [${shape}] x ${dtype} needs ${bytes} bytes but data_offsets span ${end - begin}`);
+    spans.push({ name, begin, end });
+    const at = dataStart + begin;
+    tensors.set(name, {
+      name, dtype: dtype as DType, shape: [...(shape as number[])],
+      read: () => {
+        if (closed) throw new FormatError(`${path}: file already closed (reading ${name})`);
+        return readExact(fd, path, at, end - begin, fileSize);
+      },
+    });
+  }
+  // Tensors may not share bytes.
+  spans.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  for (let i = 1; i < spans.length; i++) {
+    const prev = spans[i - 1]!, cur = spans[i]!;
+    if (cur.begin < prev.end && cur.end > cur.begin) {
+      throw new FormatError(`${path}: tensors ${prev.name} [${prev.begin}, ${prev.end}) and ${cur.name} [${cur.begin}, ${cur.end}) overlap`);
+    }
+  }
+  return {
+    path, tensors, metadata,
+    close: () => { if (!closed) { closed = true; fs.closeSync(fd); } },
+  };
+}
+
+/** What the writer needs of a tensor: TensorRef satisfies it; `read()` is called once, in order. */
+export interface TensorSource {
+  readonly name: string;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  read(): Uint8Array;
+}
+
+export interface WriteOptions {
+  metadata?: Record<string, string>;
+  /** Called after each tensor is written, with its byte count (for progress bars). */
+  onTensor?(name: string, bytes: number): void;
+}
+
+/**
+ * Writes tensors to a safetensors file, streaming: the header first (sizes come from dtype x shape), then
+ * each tensor's bytes as `read()` returns them, so only one tensor is in memory at a time.
+ * On failure the partial file is removed.
+ */
+export function writeSafetensors(path: string, tensors: Iterable<TensorSource>, opts: WriteOptions = {}): void {
+  const list = [...tensors];
+  const header: Record<string, unknown> = {};
+  if (opts.metadata && Object.keys(opts.metadata).length) header.__metadata__ = opts.metadata;
+  let offset = 0;
+  for (const t of list) {
+    if (t.name === '__metadata__' || Object.prototype.hasOwnProperty.call(header, t.name)) {
+      throw new FormatError(`cannot write ${path}: duplicate or reserved tensor name ${t.name}`);
+    }
+    const bytes = t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
+    header[t.name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  let json = Buffer.from(JSON.stringify(header), 'utf8');
+  // Pad the header with spaces so the data starts 8-byte aligned.
+  const pad = (8 - (json.length % 8)) % 8;
+  if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
+  const lenField = Buffer.alloc(8);
+  lenField.writeBigUInt64LE(BigInt(json.length));
+
+  const fd = fs.openSync(path, 'w');
+  let pos = 0;
+  const write = (b: Uint8Array): void => {
+    let done = 0;
+    while (done < b.length) {
+      done += fs.writeSync(fd, b, done, b.length - done, pos + done);
+    }
+    pos += b.length;
+  };
+  try {
+    write(lenField);
+    write(json);
+    for (const t of list) {
+      const data = t.read();
+      const want = (header[t.name] as { data_offsets: number[] }).data_offsets;
+      if (data.length !== want[1]! - want[0]!) {
+        throw new FormatError(`cannot write ${path}: tensor ${t.name} produced ${data.length} bytes, expected ${want[1]! - want[0]!}`);
+      }
+      write(data);
+      opts.onTensor?.(t.name, data.length);
+    }
+    fs.closeSync(fd);
+  } catch (e) {
+    fs.closeSync(fd);
+    try { fs.unlinkSync(path); } catch { /* already gone */ }
+    throw e;
+  }
+}
