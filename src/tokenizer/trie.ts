@@ -115,10 +115,8 @@ export class ByteTrie {
         } else {
           recordsLen += 2 + childCount[n]!;
         }
-        // Push the children in reverse so that the smallest byte is visited first.
-        const first = sp;
+        // (The largest byte is popped, and so placed, first; the order does not matter.)
         for (let c = firstChild[n]!; c !== 0; c = nextSibling[c]!) stack[sp++] = c;
-        stack.subarray(first, sp).reverse();
       }
       this.pairNode[key] = offsetOf[root]!;
     }

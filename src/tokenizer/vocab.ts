@@ -12,6 +12,7 @@
  * (after checking that it is well-formed UTF-8). Escapes are decoded with Python's rules.
  * Any deviation from the format is a FormatError naming the file and the line.
  */
+import { Buffer, isUtf8 } from 'node:buffer';
 import { FormatError } from '../errors.js';
 
 /** Token ids above this are rejected: they would make the id-indexed tables absurdly large. */
@@ -208,9 +209,16 @@ function parseLiteral(buf: Uint8Array, pos: number, end: number, out: Uint8Array
 /**
  * Parses a vocabulary file's contents. `name` is used in error messages (normally the file path).
  */
-export function parseVocab(buf: Uint8Array, name: string): Vocab {
+export function parseVocab(bytes: Uint8Array, name: string): Vocab {
+  // A Buffer view (no copy) for the native indexOf used by the fast path below.
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   // Every token is no longer than its literal, so the file size bounds the total token bytes.
-  const data = new Uint8Array(buf.length);
+  const data = Buffer.alloc(buf.length);
+  // Fast path: when the whole file is valid UTF-8, a `str` literal without backslashes is just
+  // its bytes between the quotes (found with the native indexOf). Everything else goes through parseLiteral.
+  const fileIsUtf8 = isUtf8(buf);
+  let nextBackslash = -1; // the next backslash at or after the current literal (buf.length: none)
+
   let dataLen = 0;
   // Per line, in file order: id, start and end of its bytes in `data`, line number.
   let ids = new Int32Array(1 << 16);
@@ -242,7 +250,22 @@ export function parseVocab(buf: Uint8Array, name: string): Vocab {
       p++;
       // REPR
       const tokenStart = dataLen;
-      [p, dataLen] = parseLiteral(buf, p, end, data, dataLen);
+      const quote = buf[p]!;
+      let plain = false;
+      if (fileIsUtf8 && (quote === 0x27 || quote === 0x22)) {
+        if (nextBackslash < p) {
+          const found = buf.indexOf(BACKSLASH, p);
+          nextBackslash = found < 0 ? buf.length : found;
+        }
+        const close = buf.indexOf(quote, p + 1);
+        if (close > p + 1 && close < end && nextBackslash > close) {
+          // (A byte loop: tokens are short, and Buffer.copy has a high per-call cost.)
+          for (let q = p + 1; q < close; q++) data[dataLen++] = buf[q]!;
+          p = close + 1;
+          plain = true;
+        }
+      }
+      if (!plain) [p, dataLen] = parseLiteral(buf, p, end, data, dataLen);
       const tokenLen = dataLen - tokenStart;
       // LEN
       if (p >= end || buf[p] !== SPACE) throw new LineError('expected a space and the byte length after the literal');
@@ -278,8 +301,28 @@ export function parseVocab(buf: Uint8Array, name: string): Vocab {
   }
   if (count === 0) throw new FormatError(`${name}: the vocabulary file is empty`);
 
-  // Reorder the tokens by id (the official file is already in id order; then this is a plain copy).
   const size = maxId + 1;
+  const present = new Uint8Array(size);
+  const offsets = new Uint32Array(size + 1);
+  let inOrder = true;
+  for (let k = 1; k < count && inOrder; k++) inOrder = ids[k]! > ids[k - 1]!;
+  if (inOrder) {
+    // The official file lists ids in increasing order: the bytes are already where they belong.
+    let k = 0;
+    for (let id = 0; id < size; id++) {
+      if (ids[k] === id) {
+        offsets[id] = starts[k]!;
+        present[id] = 1;
+        k++;
+      } else {
+        offsets[id] = k < count ? starts[k]! : dataLen; // an id missing from the file: no bytes
+      }
+    }
+    offsets[size] = dataLen;
+    return { size, data: data.subarray(0, dataLen), offsets, present };
+  }
+
+  // Otherwise reorder the tokens by id.
   const lineOfId = new Int32Array(size).fill(-1);
   for (let k = 0; k < count; k++) {
     const id = ids[k]!;
@@ -289,9 +332,7 @@ export function parseVocab(buf: Uint8Array, name: string): Vocab {
     }
     lineOfId[id] = k;
   }
-  const present = new Uint8Array(size);
-  const offsets = new Uint32Array(size + 1);
-  const sorted = new Uint8Array(dataLen);
+  const sorted = Buffer.alloc(dataLen);
   let o = 0;
   for (let id = 0; id < size; id++) {
     offsets[id] = o;
@@ -300,7 +341,7 @@ export function parseVocab(buf: Uint8Array, name: string): Vocab {
     present[id] = 1;
     const s = starts[k]!;
     const e = k + 1 < count ? starts[k + 1]! : dataLen;
-    sorted.set(data.subarray(s, e), o);
+    data.copy(sorted, o, s, e);
     o += e - s;
   }
   offsets[size] = o;
