@@ -103,14 +103,14 @@ export function zeroHostState(c: ModelConfig): HostState {
 /** Write a state to a safetensors file (F32 tensors `state.att_x`, `state.ffn_x`, `state.wkv`). */
 export function saveState(path: string, host: HostState, c: ModelConfig, metadata: Record<string, string> = {}): void {
   const { nLayer: L, nEmbd: C, nHead: H, headSize: N } = c;
+  const f32 = (name: string, shape: number[], data: Float32Array) => ({
+    name, dtype: 'F32' as const, shape,
+    read: () => new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+  });
   writeSafetensors(
     path,
-    [
-      { name: 'state.att_x', dtype: 'F32', shape: [L, C], data: host.attX },
-      { name: 'state.ffn_x', dtype: 'F32', shape: [L, C], data: host.ffnX },
-      { name: 'state.wkv', dtype: 'F32', shape: [L, H, N, N], data: host.wkv },
-    ],
-    { format: 'rwkv7-state', ...metadata },
+    [f32('state.att_x', [L, C], host.attX), f32('state.ffn_x', [L, C], host.ffnX), f32('state.wkv', [L, H, N, N], host.wkv)],
+    { metadata: { format: 'rwkv7-state', ...metadata } },
   );
 }
 

@@ -10,6 +10,7 @@ import type { Backend, Buf, HostMatrix, Mat } from '../backends/kernels.js';
 import type { Checkpoint, TensorRef } from '../formats/types.js';
 import type { ModelConfig } from './config.js';
 import { FormatError } from '../errors.js';
+import { isFloatDType, toFloat32 } from '../formats/dtype.js';
 
 export interface AttentionWeights {
   x_r: Buf; x_w: Buf; x_k: Buf; x_v: Buf; x_a: Buf; x_g: Buf;
@@ -122,39 +123,10 @@ export function loadWeights(ck: Checkpoint, config: ModelConfig, backend: Backen
 
 /** Any float tensor as f32 values (bf16 and f16 widen exactly; f64 rounds to nearest). */
 export function toF32(t: TensorRef, path: string): Float32Array {
-  const bytes = t.read();
-  const n = t.shape.reduce((a, b) => a * b, 1);
-  const copy = (bytes.byteOffset & 7) === 0 ? bytes : bytes.slice();
-  switch (t.dtype) {
-    case 'F32':
-      return new Float32Array(copy.buffer, copy.byteOffset, n);
-    case 'F64':
-      return Float32Array.from(new Float64Array(copy.buffer, copy.byteOffset, n));
-    case 'BF16': {
-      const u16 = new Uint16Array(copy.buffer, copy.byteOffset, n);
-      const u32 = new Uint32Array(n);
-      for (let i = 0; i < n; i++) u32[i] = u16[i]! << 16;
-      return new Float32Array(u32.buffer);
-    }
-    case 'F16': {
-      const u16 = new Uint16Array(copy.buffer, copy.byteOffset, n);
-      const out = new Float32Array(n);
-      for (let i = 0; i < n; i++) out[i] = f16ToF32(u16[i]!);
-      return out;
-    }
-    default:
-      throw new FormatError(`${path}: tensor '${t.name}' has dtype ${t.dtype}; a float type (F32, F16, BF16, F64) was expected`);
+  if (!isFloatDType(t.dtype)) {
+    throw new FormatError(`${path}: tensor '${t.name}' has dtype ${t.dtype}; a float type (F32, F16, BF16, F64) was expected`);
   }
-}
-
-/** IEEE half → single, exact (subnormals, inf and NaN included). */
-export function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
+  return toFloat32(t);
 }
 
 function hostMatrix(t: TensorRef, path: string, transpose: boolean): HostMatrix {

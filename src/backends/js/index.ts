@@ -6,6 +6,7 @@
  */
 import type { Activation, Backend, Buf, HostMatrix, Mat, MatmulOptions, WeightDType } from '../kernels.js';
 import { UserError } from '../../errors.js';
+import { bytesToFloat32, f32BitsToBf16 } from '../../formats/dtype.js';
 
 class JsBuf implements Buf {
   readonly data: Float64Array;
@@ -66,11 +67,11 @@ export class JsBackend implements Backend {
     const n = m.rows * m.cols;
     if (this.weightDType === 'bf16') {
       if (m.dtype === 'BF16') return new JsMat(m.rows, m.cols, m.data.slice(0, n));
-      const f32 = m.dtype === 'F32' ? m.data : f16ArrayToF32(m.data);
-      return new JsMat(m.rows, m.cols, f32ToBf16(f32));
+      const f32 = m.dtype === 'F32' ? m.data : bytesToFloat32('F16', u16Bytes(m.data));
+      return new JsMat(m.rows, m.cols, f32ToBf16(f32.subarray(0, n)));
     }
     if (m.dtype === 'F32') return new JsMat(m.rows, m.cols, m.data.slice(0, n));
-    return new JsMat(m.rows, m.cols, m.dtype === 'BF16' ? bf16ArrayToF32(m.data) : f16ArrayToF32(m.data));
+    return new JsMat(m.rows, m.cols, bytesToFloat32(m.dtype, u16Bytes(m.data.subarray(0, n))));
   }
 
   free(): void {}
@@ -207,32 +208,10 @@ export class JsBackend implements Backend {
   dispose(): void {}
 }
 
-function bf16ArrayToF32(u16: Uint16Array): Float32Array {
-  const u32 = new Uint32Array(u16.length);
-  for (let i = 0; i < u16.length; i++) u32[i] = u16[i]! << 16;
-  return new Float32Array(u32.buffer);
-}
+const u16Bytes = (u: Uint16Array) => new Uint8Array(u.buffer, u.byteOffset, u.byteLength);
 
-function f16ArrayToF32(u16: Uint16Array): Float32Array {
-  const out = new Float32Array(u16.length);
-  for (let i = 0; i < u16.length; i++) {
-    const h = u16[i]!;
-    const s = h & 0x8000 ? -1 : 1;
-    const e = (h >> 10) & 0x1f;
-    const m = h & 0x3ff;
-    out[i] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
-  }
-  return out;
-}
-
-/** f32 → bf16 with round-to-nearest-even (NaN stays NaN). */
+/** f32 → bf16 bit patterns, round to nearest even. */
 function f32ToBf16(f32: Float32Array): Uint16Array {
-  const u32 = new Uint32Array(f32.buffer, f32.byteOffset, f32.length);
-  const out = new Uint16Array(f32.length);
-  for (let i = 0; i < f32.length; i++) {
-    const x = u32[i]!;
-    if ((x & 0x7fffffff) > 0x7f800000) { out[i] = (x >>> 16) | 0x40; continue; }
-    out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
-  }
-  return out;
+  const bits = new Uint32Array(f32.buffer, f32.byteOffset, f32.length);
+  return Uint16Array.from(bits, f32BitsToBf16);
 }

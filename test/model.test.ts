@@ -1,0 +1,87 @@
+// The RWKV-7 forward pass (js backend) against the official reference's golden outputs.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadModel } from '../src/runtime/load.js';
+import { verifyGolden, deviation } from '../src/runtime/verify.js';
+import { saveState, loadState } from '../src/model/state.js';
+import { UserError } from '../src/errors.js';
+
+const shared = (p: string) => fileURLToPath(new URL(`../../shared/${p}`, import.meta.url));
+const TOL = 1e-5;
+
+const cases: [string, string][] = [
+  ['fixtures/models/tiny-l2-d128.pth', 'fixtures/golden/tiny-l2-d128.golden.safetensors'],
+  ['fixtures/models/tiny-l2-d96-h32.pth', 'fixtures/golden/tiny-l2-d96-h32.golden.safetensors'],
+  ['fixtures/models/tiny-l3-d256.pth', 'fixtures/golden/tiny-l3-d256.golden.safetensors'],
+  ['fixtures/models/tiny-l3-d256-fla', 'fixtures/golden/tiny-l3-d256.golden.safetensors'],
+  ['models/rwkv7-storyteller-L6-D192.pth', 'fixtures/golden/storyteller.text.safetensors'],
+];
+
+for (const [model, golden] of cases) {
+  test(`js f32 matches the reference: ${model}`, async () => {
+    const { model: m } = await loadModel(shared(model), { backend: 'js' });
+    const report = await verifyGolden(m, shared(golden), ['rnn', 'seq']);
+    for (const g of report.groups) {
+      assert.ok(g.max_deviation <= TOL, `${g.name}/${g.mode}: deviation ${g.max_deviation}`);
+      assert.ok(g.state_max_rel_error !== null && g.state_max_rel_error <= TOL, `${g.name}/${g.mode}: state error ${g.state_max_rel_error}`);
+    }
+    assert.ok(report.groups.length >= 2);
+  });
+}
+
+test('sequence mode equals RNN mode, and continuing from a saved state equals one run', async () => {
+  const { model, config } = await loadModel(shared('fixtures/models/tiny-l2-d96-h32.pth'), { backend: 'js' });
+  const tokens = Array.from({ length: 45 }, (_, i) => (i * 37 + 11) % config.vocabSize);
+  const V = config.vocabSize;
+
+  const rnn = model.newState();
+  const rnnLogits: Float32Array[] = [];
+  for (const t of tokens) rnnLogits.push(await model.forward([t], rnn));
+  const seq = model.newState();
+  const all = await model.forward(tokens, seq, { allLogits: true });
+  for (let t = 0; t < tokens.length; t++) assert.ok(deviation(all, rnnLogits[t]!, t * V, 0, V) < 1e-6, `step ${t}`);
+
+  // Run 20 tokens, save the state to a file, load it into a fresh state, run the rest.
+  const dir = mkdtempSync(join(tmpdir(), 'rwkv7-state-'));
+  try {
+    const first = model.newState();
+    await model.forward(tokens.slice(0, 20), first);
+    const file = join(dir, 'state.safetensors');
+    saveState(file, await first.toHost(), config);
+    const resumed = model.newState();
+    resumed.fromHost(loadState(file, config));
+    assert.deepEqual(await resumed.toHost(), await first.toHost());
+    const rest = await model.forward(tokens.slice(20), resumed);
+    assert.ok(deviation(rest, rnnLogits[tokens.length - 1]!) < 1e-6);
+    // clone() is independent of the original
+    const c = resumed.clone();
+    await model.forward([1], c);
+    assert.notDeepEqual((await c.toHost()).wkv, (await resumed.toHost()).wkv);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a token id outside the vocabulary is a clear error', async () => {
+  const { model, config } = await loadModel(shared('fixtures/models/tiny-l2-d128.pth'), { backend: 'js' });
+  const s = model.newState();
+  await assert.rejects(model.forward([config.vocabSize], s), (e: unknown) => e instanceof UserError && /out of range/.test(e.message) && e.message.includes(String(config.vocabSize)));
+  await assert.rejects(model.forward([-1], s), UserError);
+});
+
+test('a state file for another model is refused', async () => {
+  const a = await loadModel(shared('fixtures/models/tiny-l2-d128.pth'), { backend: 'js' });
+  const b = await loadModel(shared('fixtures/models/tiny-l2-d96-h32.pth'), { backend: 'js' });
+  const dir = mkdtempSync(join(tmpdir(), 'rwkv7-state-'));
+  try {
+    const file = join(dir, 's.safetensors');
+    saveState(file, await a.model.newState().toHost(), a.config);
+    assert.throws(() => loadState(file, b.config), /expected F32/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
