@@ -319,7 +319,7 @@ export function parseVocab(bytes: Uint8Array, name: string): Vocab {
       }
     }
     offsets[size] = dataLen;
-    return { size, data: data.subarray(0, dataLen), offsets, present };
+    return { size, data: new Uint8Array(data.buffer, data.byteOffset, dataLen), offsets, present };
   }
 
   // Otherwise reorder the tokens by id.
@@ -345,5 +345,5 @@ export function parseVocab(bytes: Uint8Array, name: string): Vocab {
     o += e - s;
   }
   offsets[size] = o;
-  return { size, data: sorted, offsets, present };
+  return { size, data: new Uint8Array(sorted.buffer, sorted.byteOffset, sorted.length), offsets, present };
 }
