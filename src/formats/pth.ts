@@ -76,6 +76,9 @@ function readPth(path: string, zip: ZipReader): RawTensorFile {
     if (!info) {
       const entry = zip.entries.get(`${prefix}data/${key}`);
       if (!entry) throw new FormatError(`${path}: storage ${prefix}data/${key} referenced by data.pkl is missing from the archive`);
+      if (entry.method !== 0) {
+        throw new FormatError(`${path}: storage ${entry.name} is compressed (zip method ${entry.method}); torch.save writes stored entries, compressed ones are not supported`);
+      }
       if (entry.size < numel * DTYPE_BYTES[dtype]) {
         throw new FormatError(`${path}: storage ${entry.name} holds ${entry.size} bytes, but ${numel} ${dtype} elements need ${numel * DTYPE_BYTES[dtype]}`);
       }
