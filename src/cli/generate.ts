@@ -1,4 +1,86 @@
+/**
+ * `rwkv7 generate`: continue a prompt, streaming the text to stdout (or one JSON object with --json).
+ */
 import type { Command } from 'commander';
+import { WorldTokenizer } from '../tokenizer/index.js';
+import { GENERATE_DEFAULTS } from '../runtime/sampler.js';
+import { generate } from '../runtime/generate.js';
+import { UserError } from '../errors.js';
+import {
+  addModelOptions, addSamplingOptions, loadModelFromFlags, samplingFromFlags, statsLine, parseInteger, collect,
+  type ModelFlags, type SamplingFlags,
+} from './common.js';
 
-/** Registers `rwkv7 generate`. (Not implemented yet.) */
-export function register(_program: Command): void {}
+interface GenerateFlags extends ModelFlags, SamplingFlags {
+  prompt?: string;
+  maxTokens: number;
+  stop?: string[];
+  json?: boolean;
+  quiet?: boolean;
+}
+
+/** Turns the escapes \n, \r, \t and \\ in a --stop value into the characters (so `--stop '\n\n'` works). */
+export function unescapeStop(s: string): string {
+  return s.replace(/\\([nrt\\])/g, (_, c: string) => ({ n: '\n', r: '\r', t: '\t', '\\': '\\' })[c]!);
+}
+
+export function register(program: Command): void {
+  const cmd = program
+    .command('generate')
+    .description('generate a continuation of a prompt, streamed to stdout')
+    .requiredOption('-p, --prompt <text>', 'the prompt')
+    .option('-n, --max-tokens <n>', 'most tokens to generate', parseInteger('--max-tokens', 0), 200)
+    .option('--stop <text>', 'stop before this string (repeatable; \\n, \\t, \\\\ are unescaped)', collect)
+    .option('--json', 'print one JSON object (text, tokens, finish reason, speeds) instead of streaming');
+  addModelOptions(cmd);
+  addSamplingOptions(cmd, GENERATE_DEFAULTS);
+  cmd
+    .option('-q, --quiet', 'no summary line on stderr')
+    .addHelpText('after', `
+Sampling defaults are the official rwkv package's (PIPELINE_ARGS): temperature ${GENERATE_DEFAULTS.temperature}, top-p ${GENERATE_DEFAULTS.topP},
+top-k ${GENERATE_DEFAULTS.topK} (off), presence penalty ${GENERATE_DEFAULTS.presencePenalty}, frequency penalty ${GENERATE_DEFAULTS.frequencyPenalty}, penalty decay ${GENERATE_DEFAULTS.penaltyDecay}.
+Generation also stops at token 0 (end of document).
+
+Examples:
+  rwkv7 generate --prompt "Once upon a time" --max-tokens 64
+  rwkv7 generate --prompt "Once upon a time" --temperature 0 --json
+  rwkv7 generate -m rwkv7-g1-0.1b.pth -p "User: hi\\n\\nAssistant:" --stop '\\n\\n' --seed 42`)
+    .action(async (f: GenerateFlags) => {
+      if (f.prompt === undefined || f.prompt.length === 0) throw new UserError('--prompt must not be empty');
+      const loaded = await loadModelFromFlags(f);
+      const tokenizer = WorldTokenizer.default();
+      const promptIds = tokenizer.encode(f.prompt);
+      if (promptIds.length === 0) throw new UserError('the prompt encodes to no tokens');
+      const state = loaded.model.newState();
+      const ac = new AbortController();
+      // Ctrl-C ends the generation cleanly (the summary is still printed); a second one quits at once.
+      const onSigint = () => {
+        if (ac.signal.aborted) process.exit(130);
+        ac.abort();
+      };
+      process.on('SIGINT', onSigint);
+      const r = await generate(loaded.model, tokenizer, state, promptIds, {
+        maxTokens: f.maxTokens,
+        sampling: samplingFromFlags(f),
+        stop: f.stop?.map(unescapeStop),
+        signal: ac.signal,
+        onText: f.json ? undefined : (s) => process.stdout.write(s),
+      });
+      process.off('SIGINT', onSigint);
+      if (f.json) {
+        process.stdout.write(`${JSON.stringify({
+          text: r.text,
+          prompt_tokens: r.promptTokens,
+          completion_tokens: r.completionTokens,
+          tokens: r.tokens,
+          finish_reason: r.finishReason,
+          prefill_tok_s: r.prefillTokS,
+          decode_tok_s: r.decodeTokS,
+          seed: r.seed,
+        })}\n`);
+      } else {
+        process.stdout.write('\n');
+      }
+      if (!f.quiet) process.stderr.write(`${statsLine(loaded, r)}\n`);
+    });
+}

@@ -1,0 +1,178 @@
+/**
+ * Options and helpers shared by the commands that run a model (generate, chat, ...): model/backend/dtype/threads
+ * flags, sampling flags, model loading with a progress bar, and the throughput summary line.
+ */
+import { statSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { InvalidArgumentError, type Command } from 'commander';
+import cliProgress from 'cli-progress';
+import { loadModel, DEFAULT_MODEL_PATH, type LoadedModel } from '../runtime/load.js';
+import { parseBackendName, parseWeightDType, BACKEND_NAMES, type BackendName } from '../backends/index.js';
+import { WEIGHT_DTYPES, type WeightDType } from '../backends/kernels.js';
+import type { SamplingOptions } from '../runtime/sampler.js';
+
+/** Show a load progress bar only for models at least this big (and only on a terminal). */
+const PROGRESS_MIN_BYTES = 200 * 1024 * 1024;
+
+// ---- value parsers (commander calls them with the flag's text; errors are printed with the usage) ----
+
+export function parseNumber(name: string, min = -Infinity, max = Infinity) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number.`);
+    if (n < min || n > max) throw new InvalidArgumentError(`${name} must be between ${min} and ${max}.`);
+    return n;
+  };
+}
+
+export function parseInteger(name: string, min = 0) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!/^\s*-?\d+\s*$/.test(v) || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`${name} must be an integer.`);
+    if (n < min) throw new InvalidArgumentError(`${name} must be ≥ ${min}.`);
+    return n;
+  };
+}
+
+function collect(v: string, prev: string[] | undefined): string[] {
+  return [...(prev ?? []), v];
+}
+
+/** Parses "1,2,3" (and repeated flags) into token ids. */
+function collectIds(v: string, prev: number[] | undefined): number[] {
+  const ids = v.split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
+    if (!/^\d+$/.test(s)) throw new InvalidArgumentError(`'${s}' is not a token id.`);
+    return Number(s);
+  });
+  return [...(prev ?? []), ...ids];
+}
+
+// ---- model options ----
+
+export interface ModelFlags {
+  model?: string;
+  backend: BackendName;
+  dtype: WeightDType;
+  threads?: number;
+}
+
+/** --model, --backend, --dtype, --threads. */
+export function addModelOptions(cmd: Command): Command {
+  return cmd
+    .option('-m, --model <path>', 'checkpoint (.pth, .safetensors or fla/HF folder); default: the bundled storyteller model')
+    .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(', ')}`, parseBackendName, 'auto' as BackendName)
+    .option('--dtype <type>', `weight storage type: ${WEIGHT_DTYPES.join(', ')}`, parseWeightDType, 'f32' as WeightDType)
+    .option('--threads <n>', 'CPU worker threads for the wasm backend (default: number of cores)', parseInteger('--threads', 1));
+}
+
+/** Total size of a file, or of the files directly inside a folder (fla/HF layout). */
+function modelBytes(path: string): number {
+  try {
+    const st = statSync(path);
+    if (!st.isDirectory()) return st.size;
+    let n = 0;
+    for (const f of readdirSync(path)) {
+      const s = statSync(join(path, f));
+      if (s.isFile()) n += s.size;
+    }
+    return n;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Loads the model named by the flags. A progress bar is drawn on stderr while the weights upload when stderr is
+ * a terminal and the checkpoint is large; backend notices (e.g. "no GPU adapter") go to stderr on a terminal.
+ */
+export async function loadModelFromFlags(f: ModelFlags): Promise<LoadedModel & { loadMs: number }> {
+  const path = f.model ?? DEFAULT_MODEL_PATH;
+  const tty = process.stderr.isTTY === true;
+  const showBar = tty && modelBytes(path) > PROGRESS_MIN_BYTES;
+  let bar: cliProgress.SingleBar | undefined;
+  const t0 = performance.now();
+  try {
+    const loaded = await loadModel(f.model, {
+      backend: f.backend,
+      dtype: f.dtype,
+      threads: f.threads,
+      log: (msg) => { if (tty) process.stderr.write(`rwkv7: ${msg}\n`); },
+      onProgress: showBar
+        ? (done, total) => {
+            if (!bar) {
+              bar = new cliProgress.SingleBar(
+                { stream: process.stderr, format: 'loading model [{bar}] {percentage}% | {value}/{total} tensors | {duration}s', hideCursor: true, clearOnComplete: true },
+                cliProgress.Presets.shades_classic,
+              );
+              bar.start(total, 0);
+            }
+            bar.update(done);
+          }
+        : undefined,
+    });
+    return { ...loaded, loadMs: performance.now() - t0 };
+  } finally {
+    bar?.stop();
+  }
+}
+
+// ---- sampling options ----
+
+export interface SamplingFlags {
+  temperature: number;
+  topP: number;
+  topK: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+  penaltyDecay: number;
+  seed?: number;
+  ban?: number[];
+}
+
+/** --temperature, --top-p, --top-k, --presence-penalty, --frequency-penalty, --penalty-decay, --seed, --ban. */
+export function addSamplingOptions(cmd: Command, d: SamplingOptions): Command {
+  return cmd
+    .option('--temperature <t>', 'sampling temperature; 0 = greedy (argmax)', parseNumber('--temperature', 0), d.temperature)
+    .option('--top-p <p>', 'nucleus sampling: keep the most probable tokens up to this cumulative probability (1 = off)', parseNumber('--top-p', 0, 1), d.topP)
+    .option('--top-k <k>', 'keep only the k most probable tokens (0 = off)', parseInteger('--top-k', 0), d.topK)
+    .option('--presence-penalty <x>', 'subtracted from the logit of every token already generated', parseNumber('--presence-penalty'), d.presencePenalty)
+    .option('--frequency-penalty <x>', 'subtracted per (decayed) occurrence of a generated token', parseNumber('--frequency-penalty'), d.frequencyPenalty)
+    .option('--penalty-decay <x>', 'occurrence counts are multiplied by this after every token', parseNumber('--penalty-decay', 0, 1), d.penaltyDecay)
+    .option('--seed <n>', 'random seed: the same seed gives the same output (default: random)', parseInteger('--seed', 0))
+    .option('--ban <ids>', 'token ids never to sample (comma-separated; repeatable)', collectIds);
+}
+
+export function samplingFromFlags(f: SamplingFlags): SamplingOptions {
+  return {
+    temperature: f.temperature,
+    topP: f.topP,
+    topK: f.topK,
+    presencePenalty: f.presencePenalty,
+    frequencyPenalty: f.frequencyPenalty,
+    penaltyDecay: f.penaltyDecay,
+    seed: f.seed,
+    banTokens: f.ban,
+  };
+}
+
+export { collect };
+
+// ---- summary ----
+
+function fmtRate(x: number): string {
+  return x > 0 ? x.toFixed(x >= 100 ? 0 : 1) : '-';
+}
+
+/** "model ... | backend js | dtype f32 | prefill 123.4 tok/s (10 tokens) | decode 45.6 tok/s (32 tokens)". */
+export function statsLine(
+  loaded: { path: string; model: { backend: { name: string; weightDType: string } } },
+  s: { promptTokens: number; completionTokens: number; prefillTokS: number; decodeTokS: number },
+): string {
+  return [
+    `model ${loaded.path}`,
+    `backend ${loaded.model.backend.name}`,
+    `dtype ${loaded.model.backend.weightDType}`,
+    `prefill ${fmtRate(s.prefillTokS)} tok/s (${s.promptTokens} tokens)`,
+    `decode ${fmtRate(s.decodeTokS)} tok/s (${s.completionTokens} tokens)`,
+  ].join(' | ');
+}
