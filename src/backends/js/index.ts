@@ -112,8 +112,17 @@ export class JsBackend implements Backend {
       }
       for (let t = 0; t < T; t++) {
         const xb = t * cols;
-        let s = 0;
-        for (let c = 0; c < cols; c++) s += row[c]! * xs[xb + c]!;
+        // Four independent partial sums let the CPU overlap the multiply-adds.
+        let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        let c = 0;
+        for (; c + 3 < cols; c += 4) {
+          s0 += row[c]! * xs[xb + c]!;
+          s1 += row[c + 1]! * xs[xb + c + 1]!;
+          s2 += row[c + 2]! * xs[xb + c + 2]!;
+          s3 += row[c + 3]! * xs[xb + c + 3]!;
+        }
+        for (; c < cols; c++) s0 += row[c]! * xs[xb + c]!;
+        const s = s0 + s1 + s2 + s3;
         const i = t * rows + r;
         o[i] = acc ? o[i]! + s : activate(bias ? s + bias[r]! : s, act);
       }
