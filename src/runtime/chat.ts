@@ -64,7 +64,7 @@ export class Chat {
   /** Whether the next assistant turns start with the G1 think prefix. */
   think = false;
   /** Whether the system block has been fed into the state yet. */
-  private started = false;
+  started = false;
 
   constructor(model: RWKV7, tokenizer: WorldTokenizer, readonly system?: string) {
     this.session = new Session(model, tokenizer);
@@ -97,10 +97,11 @@ export class Chat {
   }
 
   /** Replace the conversation by a restored one whose state has already been loaded into `session.state`. */
-  restore(history: ChatHistory, contextTokens: number): void {
+  restore(history: ChatHistory, contextTokens: number, started = history.turns.length > 0): void {
     this.history = history;
-    // A state saved before the first turn is the zero state: the system prompt still has to be fed.
-    this.started = history.turns.length > 0;
+    // `started`: whether the state already holds the system prompt. A chat saved before its first turn is the
+    // zero state, so the system prompt still has to be fed.
+    this.started = started;
     this.session.lastLogits = undefined;
     this.session.stats.contextTokens = contextTokens;
   }
