@@ -10,6 +10,7 @@ import {
   f32BitsToBf16, f32BitsToF16, openPth, type Checkpoint,
 } from '../src/formats/index.js';
 import { configFromCheckpoint } from '../src/model/config.js';
+import { unpickle, PyCallable, PyDict, PyTuple, type PyValue } from '../src/formats/pickle.js';
 import { describeModel } from '../src/cli/info.js';
 import { convertCheckpoint } from '../src/cli/convert.js';
 import { writePth, tensor, type PthTensor } from './helpers/pth-writer.js';
@@ -262,4 +263,41 @@ test('a tiny synthetic RWKV-7 .pth built by the test writer loads with the right
   writePth(p, t);
   const cfg = withCk(p, configFromCheckpoint);
   assert.deepEqual(cfg, { nLayer: 2, nEmbd: 64, headSize: 64, nHead: 1, vocabSize: 50, dimFfn: 256, lora: { decay: 8, a: 8, v: 8, gate: 8 } });
+});
+
+test('unpickler: protocols 2 and 4 (FRAME, MEMOIZE, STACK_GLOBAL), LONG1, floats, bytes, BUILD of _metadata', () => {
+  // pickle.dumps(od, protocol=P) in CPython for od = OrderedDict(x=[1, 2**40, -5, 1.5, True, None, b'ab', (1, 2, 3), {'k': 'v'}])
+  // with od._metadata = OrderedDict({'': {'version': 1}}).
+  const p2 = Uint8Array.from([128, 2, 99, 99, 111, 108, 108, 101, 99, 116, 105, 111, 110, 115, 10, 79, 114, 100, 101, 114, 101, 100, 68, 105, 99, 116, 10, 113, 0, 41, 82, 113, 1, 88, 1, 0, 0, 0, 120, 113, 2, 93, 113, 3, 40, 75, 1, 138, 6, 0, 0, 0, 0, 0, 1, 74, 251, 255, 255, 255, 71, 63, 248, 0, 0, 0, 0, 0, 0, 136, 78, 99, 95, 99, 111, 100, 101, 99, 115, 10, 101, 110, 99, 111, 100, 101, 10, 113, 4, 88, 2, 0, 0, 0, 97, 98, 113, 5, 88, 6, 0, 0, 0, 108, 97, 116, 105, 110, 49, 113, 6, 134, 113, 7, 82, 113, 8, 75, 1, 75, 2, 75, 3, 135, 113, 9, 125, 113, 10, 88, 1, 0, 0, 0, 107, 113, 11, 88, 1, 0, 0, 0, 118, 113, 12, 115, 101, 115, 125, 113, 13, 88, 9, 0, 0, 0, 95, 109, 101, 116, 97, 100, 97, 116, 97, 113, 14, 104, 0, 41, 82, 113, 15, 88, 0, 0, 0, 0, 113, 16, 125, 113, 17, 88, 7, 0, 0, 0, 118, 101, 114, 115, 105, 111, 110, 113, 18, 75, 1, 115, 115, 115, 98, 46]);
+  const p4 = Uint8Array.from([128, 4, 149, 133, 0, 0, 0, 0, 0, 0, 0, 140, 11, 99, 111, 108, 108, 101, 99, 116, 105, 111, 110, 115, 148, 140, 11, 79, 114, 100, 101, 114, 101, 100, 68, 105, 99, 116, 148, 147, 148, 41, 82, 148, 140, 1, 120, 148, 93, 148, 40, 75, 1, 138, 6, 0, 0, 0, 0, 0, 1, 74, 251, 255, 255, 255, 71, 63, 248, 0, 0, 0, 0, 0, 0, 136, 78, 67, 2, 97, 98, 148, 75, 1, 75, 2, 75, 3, 135, 148, 125, 148, 140, 1, 107, 148, 140, 1, 118, 148, 115, 101, 115, 125, 148, 140, 9, 95, 109, 101, 116, 97, 100, 97, 116, 97, 148, 104, 2, 41, 82, 148, 140, 0, 148, 125, 148, 140, 7, 118, 101, 114, 115, 105, 111, 110, 148, 75, 1, 115, 115, 115, 98, 46]);
+  for (const bytes of [p2, p4]) {
+    const root = unpickle(bytes, {
+      where: 'test',
+      findGlobal: (m, n) => m === 'collections' && n === 'OrderedDict' ? new PyCallable('od', () => new PyDict())
+        : m === '_codecs' && n === 'encode' ? new PyCallable('enc', (a) => Buffer.from(a[0] as string, 'latin1')) : undefined,
+      persistentLoad: () => null,
+    });
+    assert.ok(root instanceof PyDict);
+    const x = root.entries.get('x') as PyValue[];
+    assert.deepEqual(x.slice(0, 6), [1, 2 ** 40, -5, 1.5, true, null]);
+    assert.deepEqual(Array.from(x[6] as Uint8Array), [97, 98]);
+    assert.deepEqual((x[7] as PyTuple).items, [1, 2, 3]);
+    assert.equal((x[8] as PyDict).entries.get('k'), 'v');
+    const attrs = root.attrs as PyDict;
+    assert.ok((attrs.entries.get('_metadata') as PyDict).entries.has(''));
+  }
+});
+
+test('fla folder with tied embeddings (no lm_head) uses the embedding as head', () => {
+  const ref = openSafetensors(path.join(FIXTURES, 'tiny-l3-d256-fla/model.safetensors'));
+  const dir = path.join(tmp, 'tied');
+  fs.mkdirSync(dir);
+  writeSafetensors(path.join(dir, 'model.safetensors'), [...ref.tensors.values()].filter((t) => t.name !== 'lm_head.weight'));
+  ref.close();
+  const cfg = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'tiny-l3-d256-fla/config.json'), 'utf8'));
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, tie_word_embeddings: true }));
+  withCk(dir, (ck) => {
+    assert.ok(Buffer.from(ck.tensors.get('head.weight')!.read()).equals(Buffer.from(ck.tensors.get('emb.weight')!.read())));
+    assert.equal(configFromCheckpoint(ck).vocabSize, 4096);
+  });
 });

@@ -122,6 +122,11 @@ export function openCheckpoint(path: string): OpenedCheckpoint {
       throw new FormatError(`${path}: not an RWKV checkpoint (no emb.weight/blocks.N.* or model.layers.N.* tensors; found ${found || 'no tensors'})`);
     }
     const tensors = layout === 'fla' ? flaToCanonical(raw.tensors, path) : new Map(raw.tensors);
+    // HF models with tied embeddings store no lm_head: the head is the embedding matrix.
+    const emb = tensors.get('emb.weight');
+    if (layout === 'fla' && hfConfig?.tie_word_embeddings === true && emb && !tensors.has('head.weight')) {
+      tensors.set('head.weight', { ...emb, name: 'head.weight', read: () => emb.read() });
+    }
     return { path, format, layout, tensors, metadata: raw.metadata, hfConfig, files, close: () => raw.close() };
   } catch (e) {
     raw.close();
