@@ -77,15 +77,15 @@ Examples:
   rwkv7 chat
   rwkv7 chat -m rwkv7-g1a-0.4b.pth --system "You are a helpful assistant."
   printf 'Hello\\n/stats\\n/quit\\n' | rwkv7 chat --max-tokens 16`)
-    .action(async (f: ChatFlags) => runChat(f));
+    .action(async (f: ChatFlags, cmd: Command) => runChat(f, cmd));
 }
 
-async function runChat(f: ChatFlags): Promise<void> {
+async function runChat(f: ChatFlags, cmd: Command): Promise<void> {
   const loaded = await loadModelFromFlags(f);
   const tokenizer = WorldTokenizer.default();
   const chat = new Chat(loaded.model, tokenizer, f.system);
   chat.think = f.think === true;
-  const sampling = samplingFromFlags(f);
+  const sampling = samplingFromFlags(f, cmd);
   // One random stream for the whole chat (a --seed makes the conversation repeatable).
   let sampler = new Sampler(sampling, tokenizer);
 

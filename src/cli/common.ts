@@ -132,7 +132,7 @@ export interface SamplingFlags {
 /** --temperature, --top-p, --top-k, --presence-penalty, --frequency-penalty, --penalty-decay, --seed, --ban. */
 export function addSamplingOptions(cmd: Command, d: SamplingOptions): Command {
   return cmd
-    .option('--temperature <t>', 'sampling temperature; 0 = greedy (argmax)', parseNumber('--temperature', 0), d.temperature)
+    .option('--temperature <t>', 'sampling temperature; 0 = greedy (argmax; the penalties then default to 0)', parseNumber('--temperature', 0), d.temperature)
     .option('--top-p <p>', 'nucleus sampling: keep the most probable tokens up to this cumulative probability (1 = off)', parseNumber('--top-p', 0, 1), d.topP)
     .option('--top-k <k>', 'keep only the k most probable tokens (0 = off)', parseInteger('--top-k', 0), d.topK)
     .option('--presence-penalty <x>', 'subtracted from the logit of every token already generated', parseNumber('--presence-penalty'), d.presencePenalty)
@@ -142,13 +142,20 @@ export function addSamplingOptions(cmd: Command, d: SamplingOptions): Command {
     .option('--ban <ids>', 'token ids never to sample (comma-separated; repeatable)', collectIds);
 }
 
-export function samplingFromFlags(f: SamplingFlags): SamplingOptions {
+/**
+ * The sampling options of the flags. With `--temperature 0` (greedy decoding) the repetition penalties default
+ * to 0, so that the output is the model's own greedy continuation (comparable token for token with reference
+ * logits); penalties given explicitly on the command line still apply.
+ */
+export function samplingFromFlags(f: SamplingFlags, cmd?: Command): SamplingOptions {
+  const greedyDefault = (key: 'presencePenalty' | 'frequencyPenalty'): number =>
+    f.temperature === 0 && cmd !== undefined && cmd.getOptionValueSource(key) === 'default' ? 0 : f[key];
   return {
     temperature: f.temperature,
     topP: f.topP,
     topK: f.topK,
-    presencePenalty: f.presencePenalty,
-    frequencyPenalty: f.frequencyPenalty,
+    presencePenalty: greedyDefault('presencePenalty'),
+    frequencyPenalty: greedyDefault('frequencyPenalty'),
     penaltyDecay: f.penaltyDecay,
     seed: f.seed,
     banTokens: f.ban,

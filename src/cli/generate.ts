@@ -45,7 +45,7 @@ Examples:
   rwkv7 generate --prompt "Once upon a time" --max-tokens 64
   rwkv7 generate --prompt "Once upon a time" --temperature 0 --json
   rwkv7 generate -m rwkv7-g1-0.1b.pth -p "User: hi\\n\\nAssistant:" --stop '\\n\\n' --seed 42`)
-    .action(async (f: GenerateFlags) => {
+    .action(async (f: GenerateFlags, cmd: Command) => {
       if (f.prompt === undefined || f.prompt.length === 0) throw new UserError('--prompt must not be empty');
       const loaded = await loadModelFromFlags(f);
       const tokenizer = WorldTokenizer.default();
@@ -61,7 +61,7 @@ Examples:
       process.on('SIGINT', onSigint);
       const r = await generate(loaded.model, tokenizer, state, promptIds, {
         maxTokens: f.maxTokens,
-        sampling: samplingFromFlags(f),
+        sampling: samplingFromFlags(f, cmd),
         stop: f.stop?.map(unescapeStop),
         signal: ac.signal,
         onText: f.json ? undefined : (s) => process.stdout.write(s),
