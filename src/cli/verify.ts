@@ -1,4 +1,56 @@
 import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+import { addModelOptions, loadModelFromFlags, parseNumber, type ModelFlags } from './common.js';
+import { verifyGolden, type VerifyMode } from '../runtime/verify.js';
 
-/** Registers `rwkv7 verify`. (Not implemented yet.) */
-export function register(_program: Command): void {}
+interface Flags extends ModelFlags {
+  golden: string;
+  mode: 'rnn' | 'seq' | 'both';
+  tolerance?: number;
+  json?: boolean;
+}
+
+/** Default tolerance per weight dtype (max|Δ|/std of the logits; the two official implementations differ by ~2e-6). */
+const DEFAULT_TOLERANCE: Record<string, number> = { f32: 1e-5, bf16: 1e-5, f16: 5e-3, int8: 5e-2 };
+
+function parseMode(v: string): Flags['mode'] {
+  if (v === 'rnn' || v === 'seq' || v === 'both') return v;
+  throw new InvalidArgumentError('--mode must be rnn, seq or both.');
+}
+
+export function register(program: Command): void {
+  const cmd = program
+    .command('verify')
+    .description('run the golden token sequences from the zero state and compare logits and final states with the official reference')
+    .requiredOption('-g, --golden <file>', 'golden safetensors file (groups X.tokens, X.logits, X.state.*)')
+    .option('--mode <mode>', 'rnn (token by token), seq (whole sequence) or both', parseMode, 'both')
+    .option('--tolerance <x>', 'fail above this max|ours - ref| / std(ref) (default: 1e-5 for f32/bf16, 5e-3 f16, 5e-2 int8)', parseNumber('--tolerance', 0))
+    .option('--json', 'print a JSON report');
+  addModelOptions(cmd);
+  cmd.addHelpText('after', '\nExample:\n  rwkv7 verify --model tiny.pth --golden tiny.golden.safetensors --backend js --mode both\n');
+  cmd.action(async (f: Flags) => {
+    const loaded = await loadModelFromFlags(f);
+    const tol = f.tolerance ?? DEFAULT_TOLERANCE[loaded.model.backend.weightDType] ?? 1e-5;
+    const modes: VerifyMode[] = f.mode === 'both' ? ['rnn', 'seq'] : [f.mode];
+    try {
+      const report = await verifyGolden(loaded.model, f.golden, modes);
+      const stateErr = report.max_state_rel_error;
+      const pass = report.max_deviation <= tol && (stateErr === null || stateErr <= tol);
+      if (f.json) {
+        process.stdout.write(JSON.stringify({ model: loaded.path, golden: f.golden, backend: loaded.model.backend.name, dtype: loaded.model.backend.weightDType, tolerance: tol, pass, ...report }, null, 2) + '\n');
+      } else {
+        process.stdout.write(`model ${loaded.path} | backend ${loaded.model.backend.name} | dtype ${loaded.model.backend.weightDType}\n`);
+        process.stdout.write(`${'group'.padEnd(12)} ${'mode'.padEnd(4)} ${'steps'.padStart(5)}  ${'max_deviation'.padStart(13)}  ${'state_rel_err'.padStart(13)}\n`);
+        for (const g of report.groups) {
+          const se = g.state_max_rel_error === null ? '-' : g.state_max_rel_error.toExponential(3);
+          process.stdout.write(`${g.name.padEnd(12)} ${g.mode.padEnd(4)} ${String(g.steps).padStart(5)}  ${g.max_deviation.toExponential(3).padStart(13)}  ${se.padStart(13)}\n`);
+        }
+        process.stdout.write(`${pass ? 'PASS' : 'FAIL'}: max deviation ${report.max_deviation.toExponential(3)}${stateErr === null ? '' : `, max state error ${stateErr.toExponential(3)}`} (tolerance ${tol})\n`);
+      }
+      if (!pass) process.exitCode = 1;
+    } finally {
+      await loaded.model.backend.dispose();
+    }
+  });
+}
+
