@@ -1,8 +1,355 @@
-import type { Backend } from '../kernels.js';
+/**
+ * The WebAssembly CPU backend: SIMD128 kernels (wasm/kernels.ts, AssemblyScript, built into dist/wasm/) over one
+ * shared linear memory, with mat-muls split by rows between the main thread and a pool of worker threads.
+ *
+ * - Memory: every Buf/Mat lives in the shared WebAssembly.Memory (max 4 GiB); a bump allocator with per-size
+ *   free lists hands out 64-byte-aligned blocks. Activations and state are f32.
+ * - Weights: f32, bf16, f16 or int8 in the layouts of ./layout.ts. `weightBytes` sums what a decode step reads.
+ * - matmul: T ≤ 2 token rows use the mat-vec kernels (weights streamed straight from memory, per dtype);
+ *   larger T uses the blocked mat-mat kernel (4-row tiles widened once to f32, 4×2 register tile over token pairs).
+ * - Relaxed SIMD (fused multiply-add) is used when the runtime validates the relaxed build; on Node 20 it is
+ *   enabled with the V8 flag `--experimental-wasm-relaxed-simd` at run time. Otherwise plain SIMD128.
+ */
+import type { Activation, Backend, Buf, HostMatrix, Mat, MatmulOptions, WeightDType } from '../kernels.js';
 import type { BackendOptions } from '../index.js';
-import { JsBackend } from '../js/index.js';
+import { UserError } from '../../errors.js';
+import { ThreadPool } from './pool.js';
+import {
+  DTYPE_CODE, HEAP_BASE, WASM_MAX_BYTES, layout16, layoutF32, layoutInt8, matrixBytes, paddedCols, paddedRows,
+} from './layout.js';
 
-/** Placeholder until the WASM SIMD backend lands: runs the js kernels. */
-export async function createWasmBackend(opts: BackendOptions): Promise<Backend> {
-  return new JsBackend(opts.dtype);
+export { matrixBytes, WASM_MAX_BYTES } from './layout.js';
+
+export interface WasmBackendOptions extends BackendOptions {
+  /** SIMD flavour: relaxed when available (default), or force plain SIMD128. */
+  simd?: 'auto' | 'plain';
+  /** Token rows per op (prefill chunk), default 64. */
+  maxChunk?: number;
 }
+
+class WBuf implements Buf {
+  constructor(readonly length: number, readonly ptr: number, readonly bytes: number) {}
+}
+
+class WMat implements Mat {
+  constructor(
+    readonly rows: number,
+    readonly cols: number,
+    readonly K: number,
+    readonly rowsP: number,
+    readonly ptr: number,
+    readonly sc: number,
+    readonly bytes: number,
+  ) {}
+}
+
+interface Kernels {
+  mv_f32: Function; mv_bf16: Function; mv_f16: Function; mv_i8: Function; mm: Function; wkv: Function;
+  quant_x(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
+  pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
+  layer_norm(out: number, x: number, w: number, b: number, T: number, n: number, groups: number, eps: number): void;
+  shift_lerp(out: number, x: number, shift: number, mix: number, T: number, C: number): void;
+  decay(w: number, w0: number, T: number, C: number): void;
+  lerp_inplace(x: number, target: number, gate: number, n: number): void;
+  key_prep(kk: number, k: number, a: number, kK: number, kA: number, T: number, C: number, N: number): void;
+  bonus_gate(y: number, r: number, k: number, v: number, rK: number, g: number, T: number, C: number, N: number): void;
+}
+
+/** Kernels the thread pool can split, by op index. */
+const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv'] as const;
+const OP_MV = [0, 1, 2, 3]; // by DTYPE_CODE
+const OP_MM = 4, OP_WKV = 5;
+/** Below this many multiply-adds an op runs on the main thread alone (a hand-off costs a few µs). */
+const PAR_MIN_MACS = 1 << 16;
+const ACT: Record<Activation, number> = { none: 0, tanh: 1, sigmoid: 2, relu2: 3 };
+
+const isNode = typeof process !== 'undefined' && !!process.versions?.node;
+const modules = new Map<string, Promise<WebAssembly.Module>>();
+
+async function wasmBytes(file: string): Promise<ArrayBuffer> {
+  // This file is <root>/src/backends/wasm/index.ts (tsx) or <root>/dist/backends/wasm/index.js: both are three
+  // levels below <root>, and the build writes <root>/dist/wasm/*.wasm.
+  const url = new URL(`../../../dist/wasm/${file}`, import.meta.url);
+  if (isNode) {
+    const { readFile } = await import('node:fs/promises');
+    try {
+      const b = await readFile(url);
+      return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+    } catch {
+      throw new UserError(`wasm kernels not found at ${url.pathname}: run 'npm run build:wasm'`);
+    }
+  }
+  return (await fetch(url)).arrayBuffer();
+}
+
+/** True when relaxed SIMD can be compiled here (enabling it in V8 on Node 20 if needed). */
+async function relaxedAvailable(): Promise<ArrayBuffer | undefined> {
+  const bytes = await wasmBytes('rwkv7-relaxed.wasm');
+  if (WebAssembly.validate(bytes)) return bytes;
+  if (isNode) {
+    try {
+      const v8 = await import('node:v8');
+      v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+      if (WebAssembly.validate(bytes)) return bytes;
+    } catch { /* not available */ }
+  }
+  return undefined;
+}
+
+function loadModule(simd: 'relaxed' | 'plain'): Promise<WebAssembly.Module> {
+  let p = modules.get(simd);
+  if (!p) {
+    p = (async () => {
+      if (simd === 'relaxed') {
+        const bytes = await relaxedAvailable();
+        if (bytes) return WebAssembly.compile(bytes);
+        throw new Error('relaxed SIMD unavailable');
+      }
+      return WebAssembly.compile(await wasmBytes('rwkv7.wasm'));
+    })();
+    modules.set(simd, p);
+  }
+  return p;
+}
+
+export async function defaultThreads(): Promise<number> {
+  if (isNode) {
+    const os = await import('node:os');
+    return os.availableParallelism?.() ?? os.cpus().length;
+  }
+  return (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1;
+}
+
+export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<WasmBackend> {
+  const dtype = opts.dtype ?? 'f32';
+  const threads = Math.max(1, Math.floor(opts.threads ?? (await defaultThreads())));
+  let simd: 'relaxed' | 'plain' = 'plain';
+  let module: WebAssembly.Module;
+  if (opts.simd !== 'plain') {
+    try {
+      module = await loadModule('relaxed');
+      simd = 'relaxed';
+    } catch {
+      module = await loadModule('plain');
+    }
+  } else {
+    module = await loadModule('plain');
+  }
+  const memory = new WebAssembly.Memory({ initial: HEAP_BASE / 65536 + 16, maximum: 65536, shared: true });
+  const instance = await WebAssembly.instantiate(module, { env: { memory } });
+  const pool = await ThreadPool.create(module, memory, instance.exports, PAR_OPS, threads);
+  return new WasmBackend(dtype, threads, simd, memory, instance.exports, pool, opts.maxChunk ?? 64);
+}
+
+export class WasmBackend implements Backend {
+  readonly name = 'wasm';
+  /** Bytes of all weight matrices (what one decode step streams). */
+  weightBytes = 0;
+  private readonly k: Kernels;
+  private top = HEAP_BASE;
+  private readonly freeLists = new Map<number, number[]>();
+  private viewLen = 0;
+  private f32v!: Float32Array;
+  private u8v!: Uint8Array;
+  /** Largest padded K of any matrix; sizes the per-op scratch. */
+  private maxK = 0;
+  private scratch = { tile: 0, tileStride: 0, xpad: 0, xq: 0, xsc: 0, bytes: 0 };
+
+  constructor(
+    readonly weightDType: WeightDType,
+    readonly threads: number,
+    readonly simd: 'relaxed' | 'plain',
+    private readonly memory: WebAssembly.Memory,
+    exports: WebAssembly.Exports,
+    private readonly pool: ThreadPool,
+    readonly maxChunk: number,
+  ) {
+    this.k = exports as unknown as Kernels;
+    this.views();
+  }
+
+  // ---- memory ----
+
+  private views(): void {
+    const buf = this.memory.buffer;
+    if (buf.byteLength !== this.viewLen) {
+      this.viewLen = buf.byteLength;
+      this.f32v = new Float32Array(buf);
+      this.u8v = new Uint8Array(buf);
+    }
+  }
+
+  private alloc(bytes: number, what: string): number {
+    const size = Math.max(64, Math.ceil(bytes / 64) * 64);
+    const list = this.freeLists.get(size);
+    if (list && list.length) {
+      const p = list.pop()!;
+      this.u8v.fill(0, p, p + size);
+      return p;
+    }
+    const p = this.top;
+    const end = p + size;
+    if (end > WASM_MAX_BYTES) {
+      throw new UserError(
+        `out of wasm memory allocating ${what} (${(size / 2 ** 20).toFixed(1)} MiB): the wasm backend has 4 GiB in all and ` +
+        `${(p / 2 ** 30).toFixed(2)} GiB are in use. Use a smaller weight dtype (--dtype bf16 or int8) or a smaller model.`,
+      );
+    }
+    const have = this.memory.buffer.byteLength;
+    if (end > have) {
+      const grow = Math.max(Math.ceil((end - have) / 65536), Math.min(Math.ceil(have / 65536 / 4), 65536 - have / 65536));
+      try {
+        this.memory.grow(Math.min(grow, 65536 - have / 65536));
+      } catch {
+        this.memory.grow(Math.ceil((end - have) / 65536));
+      }
+      this.views();
+    }
+    this.top = end;
+    return p;
+  }
+
+  private release(ptr: number, bytes: number): void {
+    let list = this.freeLists.get(bytes);
+    if (!list) this.freeLists.set(bytes, (list = []));
+    list.push(ptr);
+  }
+
+  buffer(length: number): Buf {
+    const bytes = Math.max(64, Math.ceil((length * 4) / 64) * 64);
+    return new WBuf(length, this.alloc(bytes, 'a buffer'), bytes);
+  }
+
+  write(dst: Buf, src: Float32Array, dstOffset = 0): void {
+    this.views();
+    this.f32v.set(src, (dst as WBuf).ptr / 4 + dstOffset);
+  }
+
+  async read(src: Buf, offset = 0, length = src.length - offset): Promise<Float32Array> {
+    this.views();
+    const p = (src as WBuf).ptr / 4 + offset;
+    return this.f32v.slice(p, p + length);
+  }
+
+  copy(dst: Buf, src: Buf, length: number, dstOffset = 0, srcOffset = 0): void {
+    this.views();
+    const s = (src as WBuf).ptr / 4 + srcOffset;
+    this.f32v.copyWithin((dst as WBuf).ptr / 4 + dstOffset, s, s + length);
+  }
+
+  matrix(m: HostMatrix): Mat {
+    const dt = this.weightDType;
+    const K = paddedCols(m.cols, dt), R = paddedRows(m.rows);
+    const bytes = matrixBytes(m.rows, m.cols, dt);
+    const ptr = this.alloc(bytes, `matrix ${m.name} [${m.rows}, ${m.cols}] (${dt})`);
+    const buf = this.memory.buffer;
+    let sc = 0;
+    switch (dt) {
+      case 'f32': layoutF32(m, new Float32Array(buf, ptr, R * K), K); break;
+      case 'bf16': case 'f16': layout16(m, new Uint16Array(buf, ptr, R * K), K, dt); break;
+      case 'int8':
+        sc = ptr + R * K;
+        layoutInt8(m, new Int8Array(buf, ptr, R * K), new Float32Array(buf, sc, R * (K / 64)), K);
+        break;
+    }
+    this.weightBytes += bytes;
+    if (K > this.maxK) this.growScratch(K);
+    return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes);
+  }
+
+  /** Per-op scratch: one 4×K f32 tile per thread, a padded copy of x, and int16 x with per-row scales. */
+  private growScratch(K: number): void {
+    this.maxK = K;
+    if (this.scratch.bytes) this.release(this.scratch.tile, this.scratch.bytes);
+    const tileStride = 4 * K * 4;
+    const tileBytes = tileStride * this.threads;
+    const xpadBytes = this.maxChunk * K * 4;
+    const xqBytes = Math.ceil((this.maxChunk * K * 2) / 64) * 64;
+    const xscBytes = Math.ceil((this.maxChunk * 4) / 64) * 64;
+    const bytes = tileBytes + xpadBytes + xqBytes + xscBytes;
+    const base = this.alloc(bytes, 'scratch');
+    this.scratch = { tile: base, tileStride, xpad: base + tileBytes, xq: base + tileBytes + xpadBytes, xsc: base + tileBytes + xpadBytes + xqBytes, bytes };
+  }
+
+  free(b: Buf | Mat): void {
+    if (b instanceof WBuf) this.release(b.ptr, b.bytes);
+    else if (b instanceof WMat) {
+      this.release(b.ptr, Math.max(64, Math.ceil(b.bytes / 64) * 64));
+      this.weightBytes -= b.bytes;
+    }
+  }
+
+  // ---- ops ----
+
+  layerNorm(out: Buf, x: Buf, w: Buf, b: Buf, T: number, n: number, groups: number, eps: number): void {
+    this.k.layer_norm(p(out), p(x), p(w), p(b), T, n, groups, eps);
+  }
+
+  matmul(out: Buf, x: Buf, W: Mat, T: number, opts: MatmulOptions = {}): void {
+    const m = W as WMat;
+    const dt = DTYPE_CODE[this.weightDType];
+    const act = ACT[opts.act ?? 'none'];
+    const acc = opts.accumulate ? 1 : 0;
+    const bias = opts.bias ? p(opts.bias) : 0;
+    const { K, rows, cols } = m;
+    const macs = rows * K * T;
+    const items = macs < PAR_MIN_MACS ? 0 : 1; // 0: run on the main thread only
+    const S = this.scratch;
+    if (T <= 2) {
+      if (dt === 3) {
+        this.k.quant_x(S.xq, S.xsc, p(x), T, cols, cols, K);
+        this.par(OP_MV[3]!, rows, 4, items, [p(out), S.xq, m.ptr, K, T, S.xsc, rows, bias, act, acc, rows, m.sc]);
+        return;
+      }
+      let xp = p(x), xs = cols;
+      if (K !== cols) { this.k.pad_rows(S.xpad, xp, T, cols, cols, K); xp = S.xpad; xs = K; }
+      this.par(OP_MV[dt]!, rows, 4, items, [p(out), xp, m.ptr, K, T, xs, rows, bias, act, acc, rows]);
+      return;
+    }
+    let xp = p(x), xs = cols;
+    if (K !== cols) { this.k.pad_rows(S.xpad, xp, T, cols, cols, K); xp = S.xpad; xs = K; }
+    this.par(OP_MM, m.rowsP, 4, items, [p(out), xp, m.ptr, K, T, xs, rows, bias, act, acc, rows, dt, m.sc, S.tile], 13, S.tileStride);
+  }
+
+  /** Run a splittable kernel over `n` items on all threads, or on the main thread alone when `parallel` is 0. */
+  private par(op: number, n: number, align: number, parallel: number, args: number[], perArg = -1, perStride = 0): void {
+    if (parallel) this.pool.run(op, n, align, args, perArg, perStride);
+    else (this.k as unknown as Record<string, (...a: number[]) => void>)[PAR_OPS[op]!]!(0, n, ...args);
+  }
+
+  shiftLerp(outs: readonly Buf[], x: Buf, shift: Buf, mixes: readonly Buf[], T: number, C: number): void {
+    for (let i = 0; i < mixes.length; i++) this.k.shift_lerp(p(outs[i]!), p(x), p(shift), p(mixes[i]!), T, C);
+    this.copy(shift, x, C, 0, (T - 1) * C);
+  }
+
+  decay(w: Buf, w0: Buf, T: number, C: number): void {
+    this.k.decay(p(w), p(w0), T, C);
+  }
+
+  lerpInPlace(x: Buf, target: Buf, gate: Buf, length: number): void {
+    this.k.lerp_inplace(p(x), p(target), p(gate), length);
+  }
+
+  keyPrep(kk: Buf, k: Buf, a: Buf, kK: Buf, kA: Buf, T: number, C: number, N: number): void {
+    this.k.key_prep(p(kk), p(k), p(a), p(kK), p(kA), T, C, N);
+  }
+
+  wkv(S: Buf, r: Buf, w: Buf, k: Buf, v: Buf, kk: Buf, a: Buf, y: Buf, T: number, C: number, N: number): void {
+    if (N % 4 !== 0) throw new UserError(`the wasm backend needs a head size divisible by 4 (got ${N})`);
+    const H = C / N;
+    const parallel = T * C * N >= PAR_MIN_MACS ? 1 : 0;
+    this.par(OP_WKV, H, 1, parallel, [p(S), p(r), p(w), p(k), p(v), p(kk), p(a), p(y), T, C, N]);
+  }
+
+  bonusGate(y: Buf, r: Buf, k: Buf, v: Buf, rK: Buf, g: Buf, T: number, C: number, N: number): void {
+    this.k.bonus_gate(p(y), p(r), p(k), p(v), p(rK), p(g), T, C, N);
+  }
+
+  async sync(): Promise<void> {}
+
+  async dispose(): Promise<void> {
+    await this.pool.dispose();
+  }
+}
+
+const p = (b: Buf): number => (b as WBuf).ptr;

@@ -1,0 +1,145 @@
+/**
+ * Weight storage layouts of the wasm backend (see wasm/kernels.ts for how the kernels read them) and the
+ * memory budget of a model in 32-bit wasm memory.
+ *
+ * Every matrix is row-major [rowsP, K]: rows padded to a multiple of 4 (the mat-mat row tile) and columns
+ * zero-padded to K (a multiple of 16; of 64 for int8, the quantization group). bf16/f16 store each group of 8
+ * columns pair-interleaved as [w0 w4 w1 w5 w2 w6 w3 w7] so the kernel widens 8 values with 2 SIMD ops; int8 adds an
+ * f32 scale per row and 64 columns (symmetric: scale = max|w| / 127).
+ *
+ * What fits in the 4 GiB of wasm32 memory (weights except the embedding, which stays on the host, + activations):
+ *   model   non-emb params  f32      bf16/f16  int8 (+6% scales)
+ *   0.1B      ~0.14 G       0.55 GB  0.28 GB   0.15 GB   all fit
+ *   0.4B      ~0.37 G       1.5 GB   0.74 GB   0.39 GB   all fit
+ *   1.5B      ~1.34 G       5.4 GB ✗ 2.7 GB    1.4 GB    bf16/f16/int8 fit
+ *   2.9B      ~2.7 G        ✗        5.4 GB ✗  2.9 GB    int8 only
+ *   7.2B      ~6.7 G        ✗        ✗         7.1 GB ✗  none
+ *   13.3B     ~12.9 G       ✗        ✗         ✗         none
+ */
+import type { HostMatrix, WeightDType } from '../kernels.js';
+
+export const WASM_MAX_BYTES = 65536 * 65536; // 4 GiB
+/** Bytes below this address are reserved (AssemblyScript statics, the thread-pool control block). */
+export const HEAP_BASE = 65536;
+
+export const DTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1, f16: 2, int8: 3 };
+
+export function paddedCols(cols: number, dtype: WeightDType): number {
+  const q = dtype === 'int8' ? 64 : 16;
+  return Math.ceil(cols / q) * q;
+}
+
+export function paddedRows(rows: number): number {
+  return Math.ceil(rows / 4) * 4;
+}
+
+/** Bytes of one stored matrix (data + int8 scales), as read per token by a mat-vec. */
+export function matrixBytes(rows: number, cols: number, dtype: WeightDType): number {
+  const K = paddedCols(cols, dtype), R = paddedRows(rows);
+  switch (dtype) {
+    case 'f32': return R * K * 4;
+    case 'bf16': case 'f16': return R * K * 2;
+    case 'int8': return R * K + R * (K / 64) * 4;
+  }
+}
+
+const f32buf = new Float32Array(1);
+const u32buf = new Uint32Array(f32buf.buffer);
+
+export function bf16ToF32(h: number): number {
+  u32buf[0] = h << 16;
+  return f32buf[0]!;
+}
+
+export function f16ToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** f32 → bf16 bits, round to nearest even (NaN stays NaN). */
+export function f32ToBf16(f: number): number {
+  f32buf[0] = f;
+  const x = u32buf[0]!;
+  if ((x & 0x7fffffff) > 0x7f800000) return (x >>> 16) | 0x40;
+  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** f32 → IEEE half bits, round to nearest even (overflow → ±inf, subnormals kept). */
+export function f32ToF16(f: number): number {
+  f32buf[0] = f;
+  const x = u32buf[0]!;
+  const sign = (x >>> 16) & 0x8000;
+  const e = (x >>> 23) & 0xff;
+  let m = x & 0x7fffff;
+  if (e === 255) return sign | 0x7c00 | (m ? 0x200 : 0);
+  const E = e - 127 + 15;
+  if (E >= 31) return sign | 0x7c00;
+  if (E <= 0) {
+    if (E < -10) return sign;
+    m |= 0x800000;
+    const shift = 14 - E;
+    let h = m >>> shift;
+    const rem = m & ((1 << shift) - 1), half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (h & 1))) h++;
+    return sign | h;
+  }
+  let h = (E << 10) | (m >>> 13);
+  const rem = m & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+  return sign | h;
+}
+
+/** Value of element i of a host matrix as a number. */
+function reader(m: HostMatrix): (i: number) => number {
+  if (m.dtype === 'F32') { const d = m.data; return (i) => d[i]!; }
+  const d = m.data;
+  return m.dtype === 'BF16' ? (i) => bf16ToF32(d[i]!) : (i) => f16ToF32(d[i]!);
+}
+
+/** Write `m` in the f32 layout into `dst` ([rowsP, K] floats, zero-filled). */
+export function layoutF32(m: HostMatrix, dst: Float32Array, K: number): void {
+  const get = reader(m);
+  for (let r = 0; r < m.rows; r++) for (let c = 0; c < m.cols; c++) dst[r * K + c] = get(r * m.cols + c);
+}
+
+/** Write `m` as 16-bit patterns (bf16 or f16) in the pair-interleaved layout into `dst` ([rowsP, K], zero-filled). */
+export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf16' | 'f16'): void {
+  const { rows, cols } = m;
+  const same = (target === 'bf16' && m.dtype === 'BF16') || (target === 'f16' && m.dtype === 'F16');
+  const src16 = m.data as Uint16Array;
+  const get = reader(m);
+  const enc = target === 'bf16' ? f32ToBf16 : f32ToF16;
+  for (let r = 0; r < rows; r++) {
+    const sb = r * cols, db = r * K;
+    for (let c = 0; c < cols; c++) {
+      // column c sits in group g = c & ~7 at slot 2k (k = c & 7 < 4) or 2(k-4)+1
+      const k = c & 7;
+      const slot = k < 4 ? 2 * k : 2 * (k - 4) + 1;
+      dst[db + (c & ~7) + slot] = same ? src16[sb + c]! : enc(get(sb + c));
+    }
+  }
+}
+
+/** Quantize `m` to int8 ([rowsP, K], zero-filled) with one scale per row and 64-column group (`scales` [rowsP, K/64]). */
+export function layoutInt8(m: HostMatrix, dst: Int8Array, scales: Float32Array, K: number): void {
+  const { rows, cols } = m;
+  const get = reader(m);
+  const G = K / 64;
+  const row = new Float64Array(K);
+  for (let r = 0; r < rows; r++) {
+    row.fill(0);
+    for (let c = 0; c < cols; c++) row[c] = get(r * cols + c);
+    for (let g = 0; g < G; g++) {
+      let mx = 0;
+      for (let c = g * 64; c < g * 64 + 64; c++) mx = Math.max(mx, Math.abs(row[c]!));
+      const s = mx > 0 ? mx / 127 : 1;
+      const sf = Math.fround(s);
+      scales[r * G + g] = mx > 0 ? sf : 0;
+      for (let c = g * 64; c < g * 64 + 64; c++) dst[r * K + c] = mx > 0 ? Math.max(-127, Math.min(127, Math.round(row[c]! / sf))) : 0;
+    }
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * A pool of worker threads over one shared WebAssembly.Memory, for splitting a kernel's rows (or heads) between
+ * the main thread and N-1 workers.
+ *
+ * Hand-off protocol, through an Int32 control block in the shared memory (no postMessage per op):
+ *   main: write op + args, done = 0, gen += 1 (seq-cst), notify; run share 0; spin until done == workers.
+ *   worker: spin on gen for a while, then Atomics.wait; on a new gen run its share, done += 1.
+ * Every thread computes its own [lo, hi) from (items, align, thread id), so shares never overlap.
+ *
+ * The worker is plain JavaScript evaluated from a string (no file to locate, no TypeScript loader needed, the
+ * same source works from src/ under tsx and from dist/; a browser would run it from a Blob URL). Workers are
+ * unref()'d, so a forgotten dispose() does not keep the process alive.
+ */
+import type { Worker as NodeWorker } from 'node:worker_threads';
+
+/** Int32 index of the control block (byte 4096) and its fields. */
+export const CTRL = 1024;
+const GEN = 0, DONE = 1, OP = 2, ITEMS = 3, ALIGN = 4, PER_ARG = 5, PER_STRIDE = 6, ARGS = 8;
+export const MAX_ARGS = 16;
+
+/** Each thread's [lo, hi) of `items` cut in units of `align` (the worker source has a copy). */
+export function share(items: number, align: number, id: number, n: number): [number, number] {
+  const units = Math.ceil(items / align);
+  const per = Math.ceil(units / n);
+  return [Math.min(items, id * per * align), Math.min(items, (id + 1) * per * align)];
+}
+
+const WORKER_SOURCE = `
+const { workerData, parentPort } = require('node:worker_threads');
+const { module, memory, id, n, names, spin } = workerData;
+const ex = new WebAssembly.Instance(module, { env: { memory } }).exports;
+const fns = names.map((k) => ex[k]);
+const I = new Int32Array(memory.buffer, 0, ${CTRL + 64});
+const a = new Array(${MAX_ARGS}).fill(0);
+function share(items, align, id, n) {
+  const units = Math.ceil(items / align);
+  const per = Math.ceil(units / n);
+  return [Math.min(items, id * per * align), Math.min(items, (id + 1) * per * align)];
+}
+let seen = 0;
+parentPort.postMessage('ready');
+for (;;) {
+  let g = Atomics.load(I, ${CTRL + GEN});
+  for (let i = 0; g === seen && i < spin; i++) g = Atomics.load(I, ${CTRL + GEN});
+  while (g === seen) { Atomics.wait(I, ${CTRL + GEN}, seen); g = Atomics.load(I, ${CTRL + GEN}); }
+  seen = g;
+  const op = I[${CTRL + OP}];
+  if (op < 0) break;
+  const [lo, hi] = share(I[${CTRL + ITEMS}], I[${CTRL + ALIGN}], id, n);
+  if (lo < hi) {
+    for (let k = 0; k < ${MAX_ARGS}; k++) a[k] = I[${CTRL + ARGS} + k];
+    const pa = I[${CTRL + PER_ARG}];
+    if (pa >= 0) a[pa] = (a[pa] >>> 0) + id * I[${CTRL + PER_STRIDE}];
+    fns[op](lo, hi, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]);
+  }
+  Atomics.add(I, ${CTRL + DONE}, 1);
+}
+`;
+
+type Kernel = (lo: number, hi: number, ...args: number[]) => void;
+
+export class ThreadPool {
+  private readonly I: Int32Array;
+  private readonly workers: NodeWorker[] = [];
+  private readonly fns: Kernel[];
+
+  private constructor(memory: WebAssembly.Memory, exports: WebAssembly.Exports, readonly names: readonly string[], readonly threads: number) {
+    this.I = new Int32Array(memory.buffer, 0, CTRL + 64);
+    this.fns = names.map((k) => exports[k] as Kernel);
+  }
+
+  /** Start `threads - 1` workers (none for 1 thread) and wait until each has instantiated the module. */
+  static async create(module: WebAssembly.Module, memory: WebAssembly.Memory, exports: WebAssembly.Exports, names: readonly string[], threads: number): Promise<ThreadPool> {
+    const pool = new ThreadPool(memory, exports, names, threads);
+    if (threads > 1) {
+      const { Worker } = await import('node:worker_threads');
+      const ready: Promise<void>[] = [];
+      for (let id = 1; id < threads; id++) {
+        const w = new Worker(WORKER_SOURCE, {
+          eval: true,
+          execArgv: [], // plain JS: no need for the tsx loader the parent may run under
+          workerData: { module, memory, id, n: threads, names, spin: 1 << 15 },
+        });
+        w.unref();
+        pool.workers.push(w);
+        ready.push(new Promise((resolve, reject) => {
+          w.once('message', () => resolve());
+          w.once('error', reject);
+        }));
+      }
+      await Promise.all(ready);
+    }
+    return pool;
+  }
+
+  /**
+   * Run kernel `op` over `items` split in units of `align` between all threads. `args` follow (lo, hi);
+   * if `perArg` ≥ 0, thread i gets `args[perArg] + i * perStride` there (its own scratch).
+   */
+  run(op: number, items: number, align: number, args: readonly number[], perArg = -1, perStride = 0): void {
+    const n = this.workers.length;
+    if (n === 0 || items <= align) {
+      this.fns[op]!(0, items, ...args);
+      return;
+    }
+    const I = this.I;
+    I[CTRL + OP] = op; I[CTRL + ITEMS] = items; I[CTRL + ALIGN] = align;
+    I[CTRL + PER_ARG] = perArg; I[CTRL + PER_STRIDE] = perStride;
+    for (let k = 0; k < args.length; k++) I[CTRL + ARGS + k] = args[k]!;
+    Atomics.store(I, CTRL + DONE, 0);
+    Atomics.add(I, CTRL + GEN, 1);
+    Atomics.notify(I, CTRL + GEN);
+    const [lo, hi] = share(items, align, 0, n + 1);
+    if (lo < hi) this.fns[op]!(lo, hi, ...args);
+    while (Atomics.load(I, CTRL + DONE) < n) { /* spin: the other shares are the same size */ }
+  }
+
+  async dispose(): Promise<void> {
+    if (this.workers.length === 0) return;
+    const I = this.I;
+    I[CTRL + OP] = -1;
+    Atomics.add(I, CTRL + GEN, 1);
+    Atomics.notify(I, CTRL + GEN);
+    await Promise.all(this.workers.map((w) => w.terminate()));
+    this.workers.length = 0;
+  }
+}

@@ -1,0 +1,409 @@
+// RWKV-7 CPU kernels in AssemblyScript, compiled to WebAssembly SIMD128 (and a second build with relaxed SIMD).
+//
+// The module owns no memory of its own: it imports one shared linear memory that the host (src/backends/wasm)
+// manages, and every kernel takes byte pointers into it. The same module is instantiated on the main thread and on
+// every worker thread; a parallel kernel takes its share of the work as its first two arguments `(lo, hi)`
+// (a row range of a matrix, or a head range of the WKV scan), so threads never write the same bytes.
+//
+// Weight layouts (all row-major [rowsP, K] where K = cols rounded up with zero padding, rowsP = rows rounded up to 4):
+//   f32  : plain floats, K % 16 == 0.
+//   bf16 : 16-bit patterns, K % 16 == 0, and each group of 8 columns stored as [w0 w4 w1 w5 w2 w6 w3 w7], so that one
+//          v128 load holds 4 u32 lanes `w[k] | w[k+4] << 16`: `lane << 16` is f32 w[k..k+3] and `lane & 0xffff0000`
+//          is f32 w[k+4..k+7] — 2 ops widen 8 weights, consumed against x in natural order.
+//   f16  : same interleave as bf16; widened with bit ops and one multiply by 2^112 (exact, subnormals included).
+//   int8 : K % 64 == 0, symmetric per-group quantization: one f32 scale per row and 64-column group
+//          (scales [rowsP, K/64]). Mat-vec quantizes x to int16 per token and uses i32x4.dot_i16x8_s; each group's
+//          i32 sum (at most 16 products of 127·32767 per lane, no overflow) is scaled into an f32 accumulator.
+//
+// Mat-vec (decode, T = 1..2): each row is streamed once per token with 4 independent accumulators.
+// Mat-mat (prefill): register/cache blocking. Rows are processed in tiles of 4; a tile is widened to f32 into a
+// per-thread scratch (4 × K floats, L1/L2 resident; skipped for f32 weights) once, then every pair of token rows is
+// multiplied against it with 4 × 2 f32x4 accumulators (4 weight vectors and 2 activation vectors loaded per 32 MACs),
+// so weights are read from memory once per chunk of T tokens instead of once per token.
+
+// ---------------------------------------------------------------------------------------------------------------
+// helpers
+
+@inline function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return f32x4.relaxed_madd(a, b, c);
+  } else {
+    return f32x4.add(f32x4.mul(a, b), c);
+  }
+}
+
+@inline function hsum(v: v128): f32 {
+  return (f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1)) + (f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3));
+}
+
+@inline function f4(p: usize): usize {
+  return p << 2;
+}
+
+/** Store one output value with bias / activation (act: 0 none, 1 tanh, 2 sigmoid, 3 relu²) or accumulate. */
+@inline function finish(out: usize, s: f32, bias: usize, r: i32, act: i32, acc: i32): void {
+  if (acc) {
+    store<f32>(out, load<f32>(out) + s);
+    return;
+  }
+  let v: f64 = <f64>s;
+  if (bias) v += <f64>load<f32>(bias + f4(<usize>r));
+  if (act == 1) v = Math.tanh(v);
+  else if (act == 2) v = 1.0 / (1.0 + Math.exp(-v));
+  else if (act == 3) v = v > 0 ? v * v : 0;
+  store<f32>(out, <f32>v);
+}
+
+// bf16 pair-interleaved lanes → f32 (see layout above)
+@inline function bf16lo(v: v128): v128 {
+  return i32x4.shl(v, 16);
+}
+@inline function bf16hi(v: v128): v128 {
+  return v128.and(v, i32x4.splat(0xffff0000));
+}
+// f16 pair-interleaved lanes → f32: move exponent+mantissa into f32 position, rescale by 2^112, or the sign back.
+@inline function f16lo(v: v128): v128 {
+  const mag = f32x4.mul(i32x4.shl(v128.and(v, i32x4.splat(0x7fff)), 13), f32x4.splat(5.192296858534828e33));
+  return v128.or(mag, i32x4.shl(v128.and(v, i32x4.splat(0x8000)), 16));
+}
+@inline function f16hi(v: v128): v128 {
+  const mag = f32x4.mul(v128.and(i32x4.shr_u(v, 3), i32x4.splat(0x0fffe000)), f32x4.splat(5.192296858534828e33));
+  return v128.or(mag, v128.and(v, i32x4.splat(0x80000000)));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// mat-vec kernels: rows [lo, hi) of out[t, r] = act(W[r] · x[t] + bias[r]) for t < T (weights re-read per token)
+
+export function mv_f32(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32): void {
+  if (hi > rows) hi = rows;
+  for (let t = 0; t < T; t++) {
+    const xt = x + f4(<usize>(t * xs));
+    for (let r = lo; r < hi; r++) {
+      const w = W + f4(<usize>r * <usize>K);
+      let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+      for (let c = 0; c < K; c += 16) {
+        const wp = w + f4(<usize>c), xp = xt + f4(<usize>c);
+        a0 = madd(v128.load(wp), v128.load(xp), a0);
+        a1 = madd(v128.load(wp, 16), v128.load(xp, 16), a1);
+        a2 = madd(v128.load(wp, 32), v128.load(xp, 32), a2);
+        a3 = madd(v128.load(wp, 48), v128.load(xp, 48), a3);
+      }
+      finish(out + f4(<usize>(t * os + r)), hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3))), bias, r, act, acc);
+    }
+  }
+}
+
+export function mv_bf16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32): void {
+  if (hi > rows) hi = rows;
+  for (let t = 0; t < T; t++) {
+    const xt = x + f4(<usize>(t * xs));
+    for (let r = lo; r < hi; r++) {
+      const w = W + ((<usize>r * <usize>K) << 1);
+      let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+      for (let c = 0; c < K; c += 16) {
+        const wp = w + (<usize>c << 1), xp = xt + f4(<usize>c);
+        const v0 = v128.load(wp), v1 = v128.load(wp, 16);
+        a0 = madd(bf16lo(v0), v128.load(xp), a0);
+        a1 = madd(bf16hi(v0), v128.load(xp, 16), a1);
+        a2 = madd(bf16lo(v1), v128.load(xp, 32), a2);
+        a3 = madd(bf16hi(v1), v128.load(xp, 48), a3);
+      }
+      finish(out + f4(<usize>(t * os + r)), hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3))), bias, r, act, acc);
+    }
+  }
+}
+
+export function mv_f16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32): void {
+  if (hi > rows) hi = rows;
+  for (let t = 0; t < T; t++) {
+    const xt = x + f4(<usize>(t * xs));
+    for (let r = lo; r < hi; r++) {
+      const w = W + ((<usize>r * <usize>K) << 1);
+      let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+      for (let c = 0; c < K; c += 16) {
+        const wp = w + (<usize>c << 1), xp = xt + f4(<usize>c);
+        const v0 = v128.load(wp), v1 = v128.load(wp, 16);
+        a0 = madd(f16lo(v0), v128.load(xp), a0);
+        a1 = madd(f16hi(v0), v128.load(xp, 16), a1);
+        a2 = madd(f16lo(v1), v128.load(xp, 32), a2);
+        a3 = madd(f16hi(v1), v128.load(xp, 48), a3);
+      }
+      finish(out + f4(<usize>(t * os + r)), hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3))), bias, r, act, acc);
+    }
+  }
+}
+
+/** int8 mat-vec: xq is int16 [T, K] (per-token scale in xsc[t]), W int8 [rowsP, K], sc f32 [rowsP, K/64]. */
+export function mv_i8(lo: i32, hi: i32, out: usize, xq: usize, W: usize, K: i32, T: i32, xsc: usize, os: i32, bias: usize, act: i32, acc: i32, rows: i32, sc: usize): void {
+  if (hi > rows) hi = rows;
+  const G = K >> 6;
+  for (let t = 0; t < T; t++) {
+    const xt = xq + ((<usize>t * <usize>K) << 1);
+    const xscale = load<f32>(xsc + f4(<usize>t));
+    for (let r = lo; r < hi; r++) {
+      const w = W + <usize>r * <usize>K;
+      const s = sc + f4(<usize>r * <usize>G);
+      let fa = f32x4.splat(0);
+      for (let g = 0; g < G; g++) {
+        const wp = w + (<usize>g << 6), xp = xt + (<usize>g << 7);
+        const w0 = v128.load(wp), w1 = v128.load(wp, 16), w2 = v128.load(wp, 32), w3 = v128.load(wp, 48);
+        let i0 = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w0), v128.load(xp));
+        let i1 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w0), v128.load(xp, 16));
+        i0 = i32x4.add(i0, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w1), v128.load(xp, 32)));
+        i1 = i32x4.add(i1, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w1), v128.load(xp, 48)));
+        i0 = i32x4.add(i0, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w2), v128.load(xp, 64)));
+        i1 = i32x4.add(i1, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w2), v128.load(xp, 80)));
+        i0 = i32x4.add(i0, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w3), v128.load(xp, 96)));
+        i1 = i32x4.add(i1, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w3), v128.load(xp, 112)));
+        fa = madd(f32x4.convert_i32x4_s(i32x4.add(i0, i1)), v128.load32_splat(s + f4(<usize>g)), fa);
+      }
+      finish(out + f4(<usize>(t * os + r)), hsum(fa) * xscale, bias, r, act, acc);
+    }
+  }
+}
+
+/** Quantize T rows of x (stride xs, `cols` values) to int16 [T, K] with one scale per row (max|x| → 32767). */
+export function quant_x(xq: usize, xsc: usize, x: usize, T: i32, xs: i32, cols: i32, K: i32): void {
+  for (let t = 0; t < T; t++) {
+    const xt = x + f4(<usize>(t * xs));
+    const qt = xq + ((<usize>t * <usize>K) << 1);
+    let m: f32 = 0;
+    for (let c = 0; c < cols; c++) m = max(m, abs(load<f32>(xt + f4(<usize>c))));
+    const scale: f32 = m > 0 ? m / 32767 : 1;
+    const inv: f32 = 1 / scale;
+    for (let c = 0; c < cols; c++) store<i16>(qt + (<usize>c << 1), <i16>(<i32>nearest<f32>(load<f32>(xt + f4(<usize>c)) * inv)));
+    for (let c = cols; c < K; c++) store<i16>(qt + (<usize>c << 1), 0);
+    store<f32>(xsc + f4(<usize>t), scale);
+  }
+}
+
+/** Copy T rows of `cols` values (stride xs) into rows of K values with zero padding. */
+export function pad_rows(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i32): void {
+  for (let t = 0; t < T; t++) {
+    const d = dst + f4(<usize>t * <usize>K);
+    memory.copy(d, x + f4(<usize>(t * xs)), f4(<usize>cols));
+    memory.fill(d + f4(<usize>cols), 0, f4(<usize>(K - cols)));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// mat-mat (prefill)
+
+/** Widen rows [r, r+4) of W (dtype 0 f32, 1 bf16, 2 f16, 3 int8) into `dst` [4, K] f32. */
+@inline function widenTile(dst: usize, W: usize, K: i32, r: i32, dtype: i32, sc: usize): void {
+  const n = <usize>K << 2; // 4 rows × K values
+  if (dtype == 1 || dtype == 2) {
+    const src = W + ((<usize>r * <usize>K) << 1);
+    for (let i: usize = 0; i < n; i += 8) {
+      const v = v128.load(src + (i << 1));
+      if (dtype == 1) {
+        v128.store(dst + (i << 2), bf16lo(v));
+        v128.store(dst + (i << 2), bf16hi(v), 16);
+      } else {
+        v128.store(dst + (i << 2), f16lo(v));
+        v128.store(dst + (i << 2), f16hi(v), 16);
+      }
+    }
+  } else {
+    const src = W + <usize>r * <usize>K;
+    const G = <usize>(K >> 6);
+    const s = sc + ((<usize>r * G) << 2);
+    for (let i: usize = 0; i < n; i += 16) {
+      const v = v128.load(src + i);
+      const scale = v128.load32_splat(s + ((i >> 6) << 2));
+      const l = i16x8.extend_low_i8x16_s(v), h = i16x8.extend_high_i8x16_s(v);
+      const d = dst + (i << 2);
+      v128.store(d, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(l)), scale));
+      v128.store(d, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l)), scale), 16);
+      v128.store(d, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h)), scale), 32);
+      v128.store(d, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h)), scale), 48);
+    }
+  }
+}
+
+/**
+ * Row tiles [lo, hi) (multiples of 4) of out[t, r] = act(W[r] · x[t] + bias[r]) for all t < T.
+ * x: f32 [T, K] with row stride xs (≥ K, zero-padded to K); scratch: this thread's 4 × K floats.
+ */
+export function mm(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, dtype: i32, sc: usize, scratch: usize): void {
+  const rowBytes = f4(<usize>K);
+  for (let r = lo; r < hi; r += 4) {
+    let w0: usize;
+    if (dtype == 0) {
+      w0 = W + f4(<usize>r * <usize>K);
+    } else {
+      widenTile(scratch, W, K, r, dtype, sc);
+      w0 = scratch;
+    }
+    const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
+    let t = 0;
+    for (; t + 1 < T; t += 2) {
+      const x0 = x + f4(<usize>(t * xs)), x1 = x0 + f4(<usize>xs);
+      let a00 = f32x4.splat(0), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+      for (let c: usize = 0; c < rowBytes; c += 16) {
+        const xa = v128.load(x0 + c), xb = v128.load(x1 + c);
+        const v0 = v128.load(w0 + c);
+        a00 = madd(v0, xa, a00); a01 = madd(v0, xb, a01);
+        const v1 = v128.load(w1 + c);
+        a10 = madd(v1, xa, a10); a11 = madd(v1, xb, a11);
+        const v2 = v128.load(w2 + c);
+        a20 = madd(v2, xa, a20); a21 = madd(v2, xb, a21);
+        const v3 = v128.load(w3 + c);
+        a30 = madd(v3, xa, a30); a31 = madd(v3, xb, a31);
+      }
+      const o0 = out + f4(<usize>(t * os + r)), o1 = o0 + f4(<usize>os);
+      finish(o0, hsum(a00), bias, r, act, acc);
+      finish(o1, hsum(a01), bias, r, act, acc);
+      if (r + 1 < rows) { finish(o0 + 4, hsum(a10), bias, r + 1, act, acc); finish(o1 + 4, hsum(a11), bias, r + 1, act, acc); }
+      if (r + 2 < rows) { finish(o0 + 8, hsum(a20), bias, r + 2, act, acc); finish(o1 + 8, hsum(a21), bias, r + 2, act, acc); }
+      if (r + 3 < rows) { finish(o0 + 12, hsum(a30), bias, r + 3, act, acc); finish(o1 + 12, hsum(a31), bias, r + 3, act, acc); }
+    }
+    if (t < T) {
+      const x0 = x + f4(<usize>(t * xs));
+      let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+      for (let c: usize = 0; c < rowBytes; c += 16) {
+        const xa = v128.load(x0 + c);
+        a0 = madd(v128.load(w0 + c), xa, a0);
+        a1 = madd(v128.load(w1 + c), xa, a1);
+        a2 = madd(v128.load(w2 + c), xa, a2);
+        a3 = madd(v128.load(w3 + c), xa, a3);
+      }
+      const o0 = out + f4(<usize>(t * os + r));
+      finish(o0, hsum(a0), bias, r, act, acc);
+      if (r + 1 < rows) finish(o0 + 4, hsum(a1), bias, r + 1, act, acc);
+      if (r + 2 < rows) finish(o0 + 8, hsum(a2), bias, r + 2, act, acc);
+      if (r + 3 < rows) finish(o0 + 12, hsum(a3), bias, r + 3, act, acc);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// WKV-7 recurrence, heads [lo, hi) (heads are independent, so threads split them). N % 4 == 0.
+//   sa[i] = -Σ_j S[i][j]·kk[j];  S[i][j] = S[i][j]·w[j] + sa[i]·kk[j]·a[j] + v[i]·k[j];  y[i] = Σ_j S[i][j]·r[j]
+
+export function wkv(lo: i32, hi: i32, S: usize, r: usize, w: usize, k: usize, v: usize, kk: usize, a: usize, y: usize, T: i32, C: i32, N: i32): void {
+  const nb = f4(<usize>N);
+  for (let h = lo; h < hi; h++) {
+    const s = S + f4(<usize>h * <usize>N * <usize>N);
+    for (let t = 0; t < T; t++) {
+      const o = f4(<usize>(t * C + h * N));
+      const rp = r + o, wp = w + o, kp = k + o, vp = v + o, kkp = kk + o, ap = a + o, yp = y + o;
+      for (let i = 0; i < N; i++) {
+        const row = s + f4(<usize>i) * <usize>N;
+        let sa = f32x4.splat(0);
+        for (let j: usize = 0; j < nb; j += 16) sa = madd(v128.load(row + j), v128.load(kkp + j), sa);
+        const sav = f32x4.splat(-hsum(sa));
+        const viv = v128.load32_splat(vp + f4(<usize>i));
+        let ya = f32x4.splat(0);
+        for (let j: usize = 0; j < nb; j += 16) {
+          let sij = f32x4.mul(v128.load(row + j), v128.load(wp + j));
+          sij = madd(f32x4.mul(sav, v128.load(kkp + j)), v128.load(ap + j), sij);
+          sij = madd(viv, v128.load(kp + j), sij);
+          v128.store(row + j, sij);
+          ya = madd(sij, v128.load(rp + j), ya);
+        }
+        store<f32>(yp + f4(<usize>i), hsum(ya));
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// element-wise and normalization ops (main thread; statistics in f64)
+
+export function layer_norm(out: usize, x: usize, w: usize, b: usize, T: i32, n: i32, groups: i32, eps: f64): void {
+  const g = n / groups;
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < groups; h++) {
+      const base = <usize>(t * n + h * g);
+      let mean: f64 = 0;
+      for (let i = 0; i < g; i++) mean += <f64>load<f32>(x + f4(base + <usize>i));
+      mean /= <f64>g;
+      let v: f64 = 0;
+      for (let i = 0; i < g; i++) {
+        const d = <f64>load<f32>(x + f4(base + <usize>i)) - mean;
+        v += d * d;
+      }
+      const inv = 1.0 / Math.sqrt(v / <f64>g + eps);
+      for (let i = 0; i < g; i++) {
+        const wi = <usize>(h * g + i);
+        const d = <f64>load<f32>(x + f4(base + <usize>i)) - mean;
+        store<f32>(out + f4(base + <usize>i), <f32>(d * inv * <f64>load<f32>(w + f4(wi)) + <f64>load<f32>(b + f4(wi))));
+      }
+    }
+  }
+}
+
+/** out[t] = x[t] + (prev[t] - x[t]) * mix, prev[0] = shift, prev[t] = x[t-1]. (Caller updates shift afterwards.) */
+export function shift_lerp(out: usize, x: usize, shift: usize, mix: usize, T: i32, C: i32): void {
+  for (let t = 0; t < T; t++) {
+    const xt = x + f4(<usize>(t * C));
+    const pt = t == 0 ? shift : xt - f4(<usize>C);
+    const ot = out + f4(<usize>(t * C));
+    for (let i = 0; i < C; i++) {
+      const o = f4(<usize>i);
+      const xi = load<f32>(xt + o);
+      store<f32>(ot + o, xi + (load<f32>(pt + o) - xi) * load<f32>(mix + o));
+    }
+  }
+}
+
+export function decay(w: usize, w0: usize, T: i32, C: i32): void {
+  const k = Math.exp(-0.5);
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < C; i++) {
+      const p = w + f4(<usize>(t * C + i));
+      const z = <f64>load<f32>(w0 + f4(<usize>i)) + <f64>load<f32>(p);
+      store<f32>(p, <f32>Math.exp(-k / (1.0 + Math.exp(-z))));
+    }
+  }
+}
+
+export function lerp_inplace(x: usize, target: usize, gate: usize, n: i32): void {
+  for (let i = 0; i < n; i++) {
+    const o = f4(<usize>i);
+    const xi = load<f32>(x + o);
+    store<f32>(x + o, xi + (load<f32>(target + o) - xi) * load<f32>(gate + o));
+  }
+}
+
+export function key_prep(kk: usize, k: usize, a: usize, kK: usize, kA: usize, T: i32, C: i32, N: i32): void {
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < C; h += N) {
+      const base = <usize>(t * C + h);
+      let norm: f64 = 0;
+      for (let j = 0; j < N; j++) {
+        const v = load<f32>(k + f4(base + <usize>j)) * load<f32>(kK + f4(<usize>(h + j)));
+        store<f32>(kk + f4(base + <usize>j), v);
+        norm += <f64>v * <f64>v;
+      }
+      const inv = 1.0 / max(Math.sqrt(norm), 1e-12);
+      for (let j = 0; j < N; j++) {
+        const p = kk + f4(base + <usize>j);
+        store<f32>(p, <f32>(<f64>load<f32>(p) * inv));
+      }
+    }
+    for (let i = 0; i < C; i++) {
+      const j = f4(<usize>(t * C + i));
+      const kv = load<f32>(k + j);
+      store<f32>(k + j, kv * (1 + (load<f32>(a + j) - 1) * load<f32>(kA + f4(<usize>i))));
+    }
+  }
+}
+
+export function bonus_gate(y: usize, r: usize, k: usize, v: usize, rK: usize, g: usize, T: i32, C: i32, N: i32): void {
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < C; h += N) {
+      const x = <usize>(t * C + h);
+      let bonus: f64 = 0;
+      for (let j = 0; j < N; j++) {
+        const o = f4(x + <usize>j);
+        bonus += <f64>load<f32>(r + o) * <f64>load<f32>(k + o) * <f64>load<f32>(rK + f4(<usize>(h + j)));
+      }
+      for (let i = 0; i < N; i++) {
+        const o = f4(x + <usize>i);
+        store<f32>(y + o, <f32>((<f64>load<f32>(y + o) + bonus * <f64>load<f32>(v + o)) * <f64>load<f32>(g + o)));
+      }
+    }
+  }
+}
