@@ -16,3 +16,18 @@ export {
 export type { SamplingOptions } from './runtime/sampler.js';
 export { generate, Session, StopMatcher, tokensPerSecond } from './runtime/generate.js';
 export type { GenerateOptions, GenerateResult, FinishReason, SessionStats } from './runtime/generate.js';
+
+// Model, state, backends, verification.
+export { loadModel, DEFAULT_MODEL_PATH } from './runtime/load.js';
+export type { LoadOptions, LoadedModel } from './runtime/load.js';
+export { RWKV7 } from './model/rwkv7.js';
+export type { ForwardOptions } from './model/rwkv7.js';
+export { State, saveState, loadState, zeroHostState } from './model/state.js';
+export type { HostState } from './model/state.js';
+export { createBackend, parseBackendName, parseWeightDType } from './backends/index.js';
+export type { BackendName, BackendOptions } from './backends/index.js';
+export type { Backend, Buf, Mat, HostMatrix, WeightDType, Activation, MatmulOptions } from './backends/kernels.js';
+export { verifyGolden, deviation } from './runtime/verify.js';
+export type { VerifyReport, GroupResult, VerifyMode } from './runtime/verify.js';
+export { perplexity, compareLogits, softmax64, logProb, topK } from './runtime/metrics.js';
+export type { PerplexityReport, CompareReport } from './runtime/metrics.js';
