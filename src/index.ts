@@ -16,6 +16,8 @@ export {
 export type { SamplingOptions } from './runtime/sampler.js';
 export { generate, Session, StopMatcher, tokensPerSecond } from './runtime/generate.js';
 export type { GenerateOptions, GenerateResult, FinishReason, SessionStats } from './runtime/generate.js';
+export { Chat, CHAT_STOP, cleanMessage, userTurn, systemBlock, renderHistory } from './runtime/chat.js';
+export type { ChatTurn, ChatHistory } from './runtime/chat.js';
 
 // Model, state, backends, verification.
 export { loadModel, DEFAULT_MODEL_PATH } from './runtime/load.js';
