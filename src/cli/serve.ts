@@ -1,4 +1,82 @@
+/**
+ * `rwkv7 serve`: the OpenAI-compatible HTTP server (src/server) over one model.
+ * Binds to 127.0.0.1 unless --host says otherwise; SIGINT/SIGTERM drain it gracefully (a second signal quits).
+ */
 import type { Command } from 'commander';
+import { addModelOptions, loadModelFromFlags, parseInteger, parseNumber, type ModelFlags } from './common.js';
+import { createServer } from '../server/index.js';
+import { UserError } from '../errors.js';
 
-/** Registers `rwkv7 serve`. (Not implemented yet.) */
-export function register(_program: Command): void {}
+interface ServeFlags extends ModelFlags {
+  host: string;
+  port: number;
+  apiKey?: string;
+  maxConcurrency: number;
+  maxQueue: number;
+  maxTokensCap: number;
+  maxPromptTokens: number;
+  stateCacheMb: number;
+  modelName?: string;
+  quiet?: boolean;
+}
+
+/** Registers `rwkv7 serve`. */
+export function register(program: Command): void {
+  const cmd = program
+    .command('serve')
+    .description('serve the model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models)');
+  addModelOptions(cmd)
+    .option('--host <addr>', 'address to bind (use 0.0.0.0 to accept other machines)', '127.0.0.1')
+    .option('--port <n>', 'TCP port', parseInteger('--port', 0), 8000)
+    .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1/* (default: $RWKV7_API_KEY, else no key)')
+    .option('--max-concurrency <n>', 'requests generating at once, interleaved token by token', parseInteger('--max-concurrency', 1), 4)
+    .option('--max-queue <n>', 'requests waiting for a slot before new ones get HTTP 429', parseInteger('--max-queue', 0), 64)
+    .option('--max-tokens-cap <n>', 'largest max_tokens honoured (larger requests are clamped)', parseInteger('--max-tokens-cap', 1), 4096)
+    .option('--max-prompt-tokens <n>', 'longest prompt accepted, in tokens', parseInteger('--max-prompt-tokens', 1), 16384)
+    .option('--state-cache-mb <n>', 'memory for cached prompt states in MiB (0 = no cache)', parseNumber('--state-cache-mb', 0), 256)
+    .option('--model-name <id>', 'model id reported to clients (default: the checkpoint file name)')
+    .option('-q, --quiet', 'do not log requests')
+    .action(async (f: ServeFlags) => {
+      if (f.port > 65535) throw new UserError('--port must be ≤ 65535');
+      const apiKey = f.apiKey ?? (process.env.RWKV7_API_KEY || undefined);
+      const loaded = await loadModelFromFlags(f);
+      const log = f.quiet ? undefined : (line: string) => process.stderr.write(`rwkv7 serve: ${line}\n`);
+      const app = createServer(loaded, {
+        apiKey,
+        maxConcurrency: f.maxConcurrency,
+        maxQueue: f.maxQueue,
+        maxTokensCap: f.maxTokensCap,
+        maxPromptTokens: f.maxPromptTokens,
+        stateCacheMb: f.stateCacheMb,
+        modelName: f.modelName,
+        log,
+      });
+      let address: string;
+      try {
+        address = await app.listen({ host: f.host, port: f.port });
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        throw new UserError(`cannot listen on ${f.host}:${f.port}: ${err.code ?? err.message}`);
+      }
+      process.stderr.write(
+        `rwkv7 serve: model ${app.rwkv.modelName} (${loaded.model.backend.name}, ${loaded.model.backend.weightDType}) on ${address}/v1` +
+        `${apiKey ? ' (API key required)' : ''}; concurrency ${f.maxConcurrency}, queue ${f.maxQueue}, state cache ${f.stateCacheMb} MiB\n`,
+      );
+
+      let stopping = false;
+      const stop = (sig: string) => {
+        if (stopping) {
+          process.stderr.write(`rwkv7 serve: ${sig} again, quitting now\n`);
+          process.exit(130);
+        }
+        stopping = true;
+        process.stderr.write(`rwkv7 serve: ${sig}: finishing active requests (send ${sig} again to quit now)\n`);
+        app.rwkv.shutdown(10_000).then(
+          () => { process.stderr.write('rwkv7 serve: stopped\n'); process.exit(0); },
+          (e: unknown) => { process.stderr.write(`rwkv7 serve: shutdown error: ${(e as Error).message}\n`); process.exit(1); },
+        );
+      };
+      process.on('SIGINT', () => stop('SIGINT'));
+      process.on('SIGTERM', () => stop('SIGTERM'));
+    });
+}

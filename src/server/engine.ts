@@ -1,0 +1,172 @@
+/**
+ * The server's generation engine: admission (SlotQueue), exclusive model access (FifoLock), the prompt state
+ * cache, prefill and the generation loop (runtime/generate.ts).
+ *
+ * Life of a request:
+ *   1. wait for a generation slot (FIFO; QueueFullError when the queue is full, AbortedError if the client
+ *      leaves while waiting);
+ *   2. look up the longest cached prefix of the prompt tokens (at most n - 1 tokens, so at least one token is
+ *      processed and yields the logits to sample from) and take a private copy of its state;
+ *   3. prefill the remaining prompt tokens, one backend chunk per lock turn (an abort is checked in between);
+ *   4. cache a copy of the state at the end of the prompt — the next chat turn's prompt starts with it;
+ *   5. `onStart` (the HTTP layer sends its headers), then generate; every decode step takes the lock once;
+ *   6. optionally cache the state after prompt + completion (a follow-up that quotes the answer verbatim hits
+ *      it), free the request's state, release the slot.
+ * A request's state is its own from step 2 to 6: states are copied in and out of the cache, never shared.
+ */
+import type { RWKV7, ForwardOptions } from '../model/rwkv7.js';
+import type { State } from '../model/state.js';
+import type { WorldTokenizer } from '../tokenizer/index.js';
+import type { SamplingOptions } from '../runtime/sampler.js';
+import { generate, type FinishReason } from '../runtime/generate.js';
+import { StateCache } from '../runtime/state-cache.js';
+import { FifoLock, SlotQueue } from './scheduler.js';
+
+export interface EngineOptions {
+  maxActive: number;
+  maxQueue: number;
+  /** Bytes of state the prefix cache may hold (0 = off). */
+  cacheBytes: number;
+  /** Also cache the state after prompt + completion. */
+  cacheCompletions: boolean;
+}
+
+export interface RunRequest {
+  tokens: number[];
+  maxTokens: number;
+  sampling: SamplingOptions;
+  stop: string[];
+  signal: AbortSignal;
+  /** Called once, after the prompt is processed and before the first token is sampled. */
+  onStart?: (info: PrefillInfo) => void;
+  onText?: (chunk: string) => void;
+}
+
+export interface PrefillInfo {
+  promptTokens: number;
+  /** Prompt tokens taken from the state cache. */
+  cachedTokens: number;
+  /** Prompt tokens run through the model. */
+  prefillTokens: number;
+  /** Time spent waiting for a slot. */
+  queueMs: number;
+}
+
+export interface RunResult extends PrefillInfo {
+  text: string;
+  completionTokens: number;
+  finishReason: FinishReason;
+  prefillMs: number;
+  decodeMs: number;
+  seed: number;
+}
+
+export interface EngineStats {
+  active: number;
+  queued: number;
+  requests: number;
+  completionTokens: number;
+  prefillTokens: number;
+  cachedTokens: number;
+}
+
+export class Engine {
+  readonly lock = new FifoLock();
+  readonly slots: SlotQueue;
+  readonly cache: StateCache;
+  /** The model with every forward pass taken under the lock (what `generate` is given). */
+  private readonly locked: RWKV7;
+  private readonly totals = { requests: 0, completionTokens: 0, prefillTokens: 0, cachedTokens: 0 };
+
+  constructor(
+    readonly model: RWKV7,
+    readonly tokenizer: WorldTokenizer,
+    private readonly opts: EngineOptions,
+  ) {
+    this.slots = new SlotQueue(opts.maxActive, opts.maxQueue);
+    this.cache = new StateCache(opts.cacheBytes);
+    // An object that inherits everything from the model but routes `forward` through the lock, so that the
+    // generation loop's decode steps of concurrent requests take turns (one forward pass at a time).
+    const locked = Object.create(model) as RWKV7;
+    Object.defineProperty(locked, 'forward', {
+      value: (tokens: ArrayLike<number>, state: State, o?: ForwardOptions) => this.lock.run(() => model.forward(tokens, state, o)),
+    });
+    this.locked = locked;
+  }
+
+  stats(): EngineStats {
+    return { active: this.slots.activeCount, queued: this.slots.queuedCount, ...this.totals };
+  }
+
+  async run(req: RunRequest): Promise<RunResult> {
+    const t0 = performance.now();
+    const release = await this.slots.acquire(req.signal);
+    const queueMs = performance.now() - t0;
+    let state: State | undefined;
+    try {
+      const { tokens, signal } = req;
+      const n = tokens.length;
+      // Steps 2 + 3: a private copy of the longest cached prefix (< n tokens), then the rest of the prompt.
+      const hit = await this.lock.run(() => this.cache.lookup(tokens, () => this.model.newState(), n - 1));
+      state = hit.state;
+      const st = state;
+      const info: PrefillInfo = { promptTokens: n, cachedTokens: hit.length, prefillTokens: n - hit.length, queueMs };
+      const tp = performance.now();
+      const chunk = Math.max(1, this.model.backend.maxChunk);
+      let logits: Float32Array | undefined;
+      for (let i = hit.length; i < n; i += chunk) {
+        if (signal.aborted) break;
+        const part = tokens.slice(i, Math.min(n, i + chunk));
+        logits = await this.lock.run(() => this.model.forward(part, st));
+      }
+      const prefillMs = performance.now() - tp;
+      this.totals.requests++;
+      this.totals.prefillTokens += info.prefillTokens;
+      this.totals.cachedTokens += info.cachedTokens;
+      if (signal.aborted || !logits) {
+        return { ...info, text: '', completionTokens: 0, finishReason: 'abort', prefillMs, decodeMs: 0, seed: req.sampling.seed ?? 0 };
+      }
+      // Step 4: the state at the end of the prompt, before generation changes it.
+      if (this.cache.enabled) await this.lock.run(() => this.cache.insert(tokens, st));
+
+      // Step 5.
+      req.onStart?.(info);
+      const r = await generate(this.locked, this.tokenizer, st, [], {
+        maxTokens: req.maxTokens,
+        sampling: req.sampling,
+        stop: req.stop,
+        signal,
+        onText: req.onText,
+        lastLogits: logits,
+      });
+      this.totals.completionTokens += r.completionTokens;
+
+      // Step 6: the state now holds prompt + every token in r.tokens.
+      if (this.opts.cacheCompletions && this.cache.enabled && r.finishReason !== 'abort' && r.tokens.length > 0) {
+        await this.lock.run(() => this.cache.insert(tokens.concat(r.tokens), st));
+      }
+      return {
+        ...info,
+        text: r.text,
+        completionTokens: r.completionTokens,
+        finishReason: r.finishReason,
+        prefillMs,
+        decodeMs: r.decodeMs,
+        seed: r.seed,
+      };
+    } finally {
+      try {
+        const s = state;
+        if (s) await this.lock.run(() => s.free());
+      } finally {
+        release();
+      }
+    }
+  }
+
+  /** Frees the cached states. */
+  close(): void {
+    this.slots.close();
+    this.cache.clear();
+  }
+}
