@@ -12,6 +12,10 @@
  * first. Entries live in a Map in least-recently-used order (a hit moves the entry to the back); inserting
  * evicts from the front until the total size fits the budget.
  *
+ * An entry may also keep the logits after its last token. Without them, an entry can only serve queries that
+ * extend it (the caller must run at least one token to get logits to sample from); with them it also serves
+ * the exact same sequence (a repeated or regenerated request) without any prefill.
+ *
  * Ownership: the cache owns its states (backend buffers). `lookup` never hands one out; it copies the match into
  * a state the caller owns (`clone`), and `insert` stores its own copy. So nothing a request does to its state can
  * reach the cache or another request, and eviction (`free`) can never pull a state from under a request.
@@ -34,6 +38,8 @@ interface Entry {
   key: string;
   tokens: Int32Array;
   state: State;
+  /** Logits after the last token, when stored: then a query equal to `tokens` needs no forward pass at all. */
+  logits?: Float32Array;
   bytes: number;
 }
 
@@ -75,6 +81,8 @@ export interface CacheHit {
   length: number;
   /** A state the caller owns (free it when done): a copy of the cached one, or a fresh zero state. */
   state: State;
+  /** A copy of the logits after the whole query, when `length` is the whole query (then nothing is left to run). */
+  logits?: Float32Array;
 }
 
 export class StateCache {
@@ -97,26 +105,25 @@ export class StateCache {
   }
 
   /**
-   * Finds the longest cached prefix of `tokens` no longer than `maxLength` (callers pass `tokens.length - 1`
-   * when they need the logits of the last token, which the cache does not keep) and returns a copy of its
-   * state, or a fresh state from `fresh()` when nothing matches.
+   * Finds the longest usable cached prefix of `tokens` and returns a copy of its state, or a fresh state from
+   * `fresh()` when nothing matches. Usable: a proper prefix, or the whole of `tokens` if that entry kept its
+   * logits (so the caller always has either tokens left to run or the logits to sample from).
    */
-  lookup(tokens: ArrayLike<number>, fresh: () => State, maxLength = tokens.length): CacheHit {
+  lookup(tokens: ArrayLike<number>, fresh: () => State): CacheHit {
     if (this.enabled && this.entries.size > 0) {
-      const limit = Math.min(maxLength, tokens.length);
-      const candidates = [...this.lengths.keys()].filter((n) => n > 0 && n <= limit).sort((a, b) => b - a);
+      const candidates = [...this.lengths.keys()].filter((n) => n > 0 && n <= tokens.length).sort((a, b) => b - a);
       if (candidates.length > 0) {
         const hashes = prefixHashes(Array.prototype.slice.call(tokens, 0, candidates[0]) as number[]);
         for (const n of candidates) {
           const key = `${n}:${hashes[n]}`;
           const e = this.entries.get(key);
-          if (e && samePrefix(e.tokens, tokens)) {
+          if (e && samePrefix(e.tokens, tokens) && (n < tokens.length || e.logits)) {
             // Move to the back: most recently used.
             this.entries.delete(key);
             this.entries.set(key, e);
             this.hits++;
             this.savedTokens += n;
-            return { length: n, state: e.state.clone() };
+            return { length: n, state: e.state.clone(), logits: n === tokens.length ? e.logits!.slice() : undefined };
           }
         }
       }
@@ -133,18 +140,24 @@ export class StateCache {
   }
 
   /**
-   * Stores a copy of `state`, which must hold exactly `tokens` (from the zero state). Returns false when the
-   * cache is disabled, the sequence is empty or already cached, or one state alone exceeds the budget.
+   * Stores a copy of `state`, which must hold exactly `tokens` (from the zero state), and of `logits` (those
+   * after the last token) when given. Returns false when the cache is disabled, the sequence is empty or
+   * already cached, or one entry alone exceeds the budget.
    */
-  insert(tokens: ArrayLike<number>, state: State): boolean {
+  insert(tokens: ArrayLike<number>, state: State, logits?: Float32Array): boolean {
     if (!this.enabled || tokens.length === 0) return false;
-    const bytes = stateBytes(state);
+    const bytes = stateBytes(state) + (logits ? logits.byteLength : 0);
     if (bytes > this.budgetBytes) return false;
     const key = `${tokens.length}:${prefixHashes(tokens)[tokens.length]}`;
     const old = this.entries.get(key);
     if (old) {
       if (old.tokens.length === tokens.length && samePrefix(old.tokens, tokens)) {
-        // Already cached: just mark it as recently used.
+        // Already cached: just mark it as recently used (and keep the logits if it had none).
+        if (!old.logits && logits && this.bytes + logits.byteLength <= this.budgetBytes) {
+          old.logits = logits.slice();
+          old.bytes += logits.byteLength;
+          this.bytes += logits.byteLength;
+        }
         this.entries.delete(key);
         this.entries.set(key, old);
         return false;
@@ -155,7 +168,7 @@ export class StateCache {
       this.remove(this.entries.values().next().value as Entry);
       this.evictions++;
     }
-    const e: Entry = { key, tokens: Int32Array.from(tokens as ArrayLike<number>), state: state.clone(), bytes };
+    const e: Entry = { key, tokens: Int32Array.from(tokens as ArrayLike<number>), state: state.clone(), logits: logits?.slice(), bytes };
     this.entries.set(key, e);
     this.lengths.set(e.tokens.length, (this.lengths.get(e.tokens.length) ?? 0) + 1);
     this.bytes += bytes;

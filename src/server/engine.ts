@@ -5,10 +5,12 @@
  * Life of a request:
  *   1. wait for a generation slot (FIFO; QueueFullError when the queue is full, AbortedError if the client
  *      leaves while waiting);
- *   2. look up the longest cached prefix of the prompt tokens (at most n - 1 tokens, so at least one token is
- *      processed and yields the logits to sample from) and take a private copy of its state;
+ *   2. look up the longest cached prefix of the prompt tokens and take a private copy of its state (a prefix
+ *      shorter than the prompt, or the whole prompt when the cache kept the logits after it: a repeat needs no
+ *      prefill at all);
  *   3. prefill the remaining prompt tokens, one backend chunk per lock turn (an abort is checked in between);
- *   4. cache a copy of the state at the end of the prompt — the next chat turn's prompt starts with it;
+ *   4. cache a copy of the state (and logits) at the end of the prompt — the next chat turn's prompt starts
+ *      with it;
  *   5. `onStart` (the HTTP layer sends its headers), then generate; every decode step takes the lock once;
  *   6. optionally cache the state after prompt + completion (a follow-up that quotes the answer verbatim hits
  *      it), free the request's state, release the slot.
@@ -70,8 +72,19 @@ export interface EngineStats {
   cachedTokens: number;
 }
 
+/**
+ * One lock per model object: the model's scratch buffers are shared by everything that runs it, so even two
+ * servers (engines) over the same loaded model must take turns.
+ */
+const modelLocks = new WeakMap<RWKV7, FifoLock>();
+function lockFor(model: RWKV7): FifoLock {
+  let l = modelLocks.get(model);
+  if (!l) modelLocks.set(model, (l = new FifoLock()));
+  return l;
+}
+
 export class Engine {
-  readonly lock = new FifoLock();
+  readonly lock: FifoLock;
   readonly slots: SlotQueue;
   readonly cache: StateCache;
   /** The model with every forward pass taken under the lock (what `generate` is given). */
@@ -83,6 +96,7 @@ export class Engine {
     readonly tokenizer: WorldTokenizer,
     private readonly opts: EngineOptions,
   ) {
+    this.lock = lockFor(model);
     this.slots = new SlotQueue(opts.maxActive, opts.maxQueue);
     this.cache = new StateCache(opts.cacheBytes);
     // An object that inherits everything from the model but routes `forward` through the lock, so that the
@@ -106,14 +120,14 @@ export class Engine {
     try {
       const { tokens, signal } = req;
       const n = tokens.length;
-      // Steps 2 + 3: a private copy of the longest cached prefix (< n tokens), then the rest of the prompt.
-      const hit = await this.lock.run(() => this.cache.lookup(tokens, () => this.model.newState(), n - 1));
+      // Steps 2 + 3: a private copy of the longest cached prefix, then the rest of the prompt.
+      const hit = await this.lock.run(() => this.cache.lookup(tokens, () => this.model.newState()));
       state = hit.state;
       const st = state;
       const info: PrefillInfo = { promptTokens: n, cachedTokens: hit.length, prefillTokens: n - hit.length, queueMs };
       const tp = performance.now();
       const chunk = Math.max(1, this.model.backend.maxChunk);
-      let logits: Float32Array | undefined;
+      let logits: Float32Array | undefined = hit.logits;
       for (let i = hit.length; i < n; i += chunk) {
         if (signal.aborted) break;
         const part = tokens.slice(i, Math.min(n, i + chunk));
@@ -127,7 +141,8 @@ export class Engine {
         return { ...info, text: '', completionTokens: 0, finishReason: 'abort', prefillMs, decodeMs: 0, seed: req.sampling.seed ?? 0 };
       }
       // Step 4: the state at the end of the prompt, before generation changes it.
-      if (this.cache.enabled) await this.lock.run(() => this.cache.insert(tokens, st));
+      const promptLogits = logits;
+      if (this.cache.enabled) await this.lock.run(() => this.cache.insert(tokens, st, promptLogits));
 
       // Step 5.
       req.onStart?.(info);
@@ -143,7 +158,7 @@ export class Engine {
 
       // Step 6: the state now holds prompt + every token in r.tokens.
       if (this.opts.cacheCompletions && this.cache.enabled && r.finishReason !== 'abort' && r.tokens.length > 0) {
-        await this.lock.run(() => this.cache.insert(tokens.concat(r.tokens), st));
+        await this.lock.run(() => this.cache.insert(tokens.concat(r.tokens), st, r.lastLogits));
       }
       return {
         ...info,
