@@ -33,3 +33,4 @@ export { verifyGolden, deviation } from './runtime/verify.js';
 export type { VerifyReport, GroupResult, VerifyMode } from './runtime/verify.js';
 export { perplexity, compareLogits, softmax64, logProb, topK } from './runtime/metrics.js';
 export type { PerplexityReport, CompareReport } from './runtime/metrics.js';
+export { createServer, type ServerOptions, type RwkvServer } from './server/index.js';
