@@ -36,8 +36,29 @@
   return (f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1)) + (f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3));
 }
 
+/** a + the 4 f32 lanes of p, in f64 (2 lanes each). */
+@inline function acc64(a: v128, p: v128): v128 {
+  return f64x2.add(f64x2.add(a, f64x2.promote_low_f32x4(p)), f64x2.promote_low_f32x4(v128.shuffle<f32>(p, p, 2, 3, 0, 1)));
+}
+
+@inline function hsum64(v: v128): f64 {
+  return f64x2.extract_lane(v, 0) + f64x2.extract_lane(v, 1);
+}
+
 @inline function f4(p: usize): usize {
   return p << 2;
+}
+
+@inline function finish64(out: usize, v: f64, bias: usize, r: i32, act: i32, acc: i32): void {
+  if (acc) {
+    store<f32>(out, <f32>(<f64>load<f32>(out) + v));
+    return;
+  }
+  if (bias) v += <f64>load<f32>(bias + f4(<usize>r));
+  if (act == 1) v = Math.tanh(v);
+  else if (act == 2) v = 1.0 / (1.0 + Math.exp(-v));
+  else if (act == 3) v = v > 0 ? v * v : 0;
+  store<f32>(out, <f32>v);
 }
 
 /** Store one output value with bias / activation (act: 0 none, 1 tanh, 2 sigmoid, 3 relu²) or accumulate. */
@@ -162,6 +183,28 @@ export function mv_i8(lo: i32, hi: i32, out: usize, xq: usize, W: usize, K: i32,
   }
 }
 
+/**
+ * f64-accumulating mat-vec/mat-mat over f32 weights, for the small decay LoRA (w1, w2): its output goes through
+ * exp(-sigmoid) into a decay that multiplies the state at every step, so a rounding error there is repeated
+ * coherently on repetitive input. Products and sums in f64 (2 lanes), rows [lo, hi), all T tokens.
+ */
+export function mm64(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32): void {
+  if (hi > rows) hi = rows;
+  for (let r = lo; r < hi; r++) {
+    const w = W + f4(<usize>r * <usize>K);
+    for (let t = 0; t < T; t++) {
+      const xt = x + f4(<usize>(t * xs));
+      let a0 = f64x2.splat(0), a1 = a0;
+      for (let c = 0; c < K; c += 4) {
+        const wv = v128.load(w + f4(<usize>c)), xv = v128.load(xt + f4(<usize>c));
+        a0 = f64x2.add(a0, f64x2.mul(f64x2.promote_low_f32x4(wv), f64x2.promote_low_f32x4(xv)));
+        a1 = f64x2.add(a1, f64x2.mul(f64x2.promote_low_f32x4(v128.shuffle<f32>(wv, wv, 2, 3, 0, 1)), f64x2.promote_low_f32x4(v128.shuffle<f32>(xv, xv, 2, 3, 0, 1))));
+      }
+      finish64(out + f4(<usize>(t * os + r)), hsum64(f64x2.add(a0, a1)), bias, r, act, acc);
+    }
+  }
+}
+
 /** Quantize T rows of x (stride xs, `cols` values) to int16 [T, K] with one scale per row (max|x| → 32767). */
 export function quant_x(xq: usize, xsc: usize, x: usize, T: i32, xs: i32, cols: i32, K: i32): void {
   for (let t = 0; t < T; t++) {
@@ -279,30 +322,34 @@ export function mm(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: 
 
 // ---------------------------------------------------------------------------------------------------------------
 // WKV-7 recurrence, heads [lo, hi) (heads are independent, so threads split them). N % 4 == 0.
+// `wlo` (or 0): the decay's rounding residual from `decay`, so S·w uses w to ~48 bits.
 //   sa[i] = -Σ_j S[i][j]·kk[j];  S[i][j] = S[i][j]·w[j] + sa[i]·kk[j]·a[j] + v[i]·k[j];  y[i] = Σ_j S[i][j]·r[j]
 
-export function wkv(lo: i32, hi: i32, S: usize, r: usize, w: usize, k: usize, v: usize, kk: usize, a: usize, y: usize, T: i32, C: i32, N: i32): void {
+export function wkv(lo: i32, hi: i32, S: usize, r: usize, w: usize, k: usize, v: usize, kk: usize, a: usize, y: usize, T: i32, C: i32, N: i32, wlo: usize): void {
   const nb = f4(<usize>N);
   for (let h = lo; h < hi; h++) {
     const s = S + f4(<usize>h * <usize>N * <usize>N);
     for (let t = 0; t < T; t++) {
       const o = f4(<usize>(t * C + h * N));
-      const rp = r + o, wp = w + o, kp = k + o, vp = v + o, kkp = kk + o, ap = a + o, yp = y + o;
+      const rp = r + o, wp = w + o, kp = k + o, vp = v + o, kkp = kk + o, ap = a + o, yp = y + o, wl = wlo + o;
       for (let i = 0; i < N; i++) {
         const row = s + f4(<usize>i) * <usize>N;
-        let sa = f32x4.splat(0);
-        for (let j: usize = 0; j < nb; j += 16) sa = madd(v128.load(row + j), v128.load(kkp + j), sa);
-        const sav = f32x4.splat(-hsum(sa));
+        // dot products accumulate in f64 (the state update cancels strongly on repetitive input)
+        let sa = f64x2.splat(0);
+        for (let j: usize = 0; j < nb; j += 16) sa = acc64(sa, f32x4.mul(v128.load(row + j), v128.load(kkp + j)));
+        const sav = f32x4.splat(<f32>-hsum64(sa));
         const viv = v128.load32_splat(vp + f4(<usize>i));
-        let ya = f32x4.splat(0);
+        let ya = f64x2.splat(0);
         for (let j: usize = 0; j < nb; j += 16) {
-          let sij = f32x4.mul(v128.load(row + j), v128.load(wp + j));
+          const sj = v128.load(row + j);
+          let sij = f32x4.mul(sj, v128.load(wp + j));
+          if (wlo) sij = madd(sj, v128.load(wl + j), sij);
           sij = madd(f32x4.mul(sav, v128.load(kkp + j)), v128.load(ap + j), sij);
           sij = madd(viv, v128.load(kp + j), sij);
           v128.store(row + j, sij);
-          ya = madd(sij, v128.load(rp + j), ya);
+          ya = acc64(ya, f32x4.mul(sij, v128.load(rp + j)));
         }
-        store<f32>(yp + f4(<usize>i), hsum(ya));
+        store<f32>(yp + f4(<usize>i), <f32>hsum64(ya));
       }
     }
   }
@@ -348,13 +395,21 @@ export function shift_lerp(out: usize, x: usize, shift: usize, mix: usize, T: i3
   }
 }
 
-export function decay(w: usize, w0: usize, T: i32, C: i32): void {
+/**
+ * w = exp(-e^-0.5 · sigmoid(w0 + w)), in place. If `lo` ≠ 0 it also gets the rounding residual w − f32(w), which
+ * wkv adds back: with repeated input the same decay multiplies the state every step, so a rounded w would bias it
+ * coherently (t × 6e-8) — enough to show in the logits of ill-conditioned steps.
+ */
+export function decay(w: usize, w0: usize, T: i32, C: i32, lo: usize): void {
   const k = Math.exp(-0.5);
   for (let t = 0; t < T; t++) {
     for (let i = 0; i < C; i++) {
-      const p = w + f4(<usize>(t * C + i));
-      const z = <f64>load<f32>(w0 + f4(<usize>i)) + <f64>load<f32>(p);
-      store<f32>(p, <f32>Math.exp(-k / (1.0 + Math.exp(-z))));
+      const o = f4(<usize>(t * C + i));
+      const z = <f64>load<f32>(w0 + f4(<usize>i)) + <f64>load<f32>(w + o);
+      const v = Math.exp(-k / (1.0 + Math.exp(-z)));
+      const hi = <f32>v;
+      store<f32>(w + o, hi);
+      if (lo) store<f32>(lo + o, <f32>(v - <f64>hi));
     }
   }
 }

@@ -1,4 +1,126 @@
 import type { Command } from 'commander';
+import { createBackend, parseBackendName, parseWeightDType, type BackendName } from '../backends/index.js';
+import type { WeightDType } from '../backends/kernels.js';
+import { loadModel } from '../runtime/load.js';
+import { syntheticModel, matrixShapes } from '../runtime/synthetic.js';
+import type { RWKV7 } from '../model/rwkv7.js';
+import type { ModelConfig } from '../model/config.js';
+import { UserError } from '../errors.js';
 
-/** Registers `rwkv7 bench`. (Not implemented yet.) */
-export function register(_program: Command): void {}
+export interface BenchOptions {
+  model?: string;
+  synthetic?: string;
+  backend?: BackendName;
+  dtype?: WeightDType;
+  threads?: number;
+  prefill?: number;
+  decode?: number;
+  runs?: number;
+}
+
+export interface BenchResult {
+  backend: string;
+  dtype: WeightDType;
+  threads: number;
+  prefill_tok_s: number;
+  decode_tok_s: number;
+  weight_bytes_per_token: number;
+  decode_gb_s: number;
+}
+
+const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
+
+/** Bytes of weights one decode step reads: what the backend reports, else the matrix sizes × the dtype's width. */
+function weightBytes(model: RWKV7, config: ModelConfig, dtype: WeightDType): number {
+  const wb = (model.backend as { weightBytes?: number }).weightBytes;
+  if (typeof wb === 'number' && wb > 0) return wb;
+  const per = dtype === 'f32' ? 4 : dtype === 'int8' ? 1 + 4 / 64 : 2;
+  return matrixShapes(config).reduce((s, [r, c]) => s + r * c * per, 0);
+}
+
+/** Prefill and decode throughput (median over runs) of one backend/dtype/threads configuration. */
+export async function runBench(o: BenchOptions): Promise<BenchResult> {
+  const dtype = o.dtype ?? 'f32';
+  const backendName = o.backend ?? 'auto';
+  const P = o.prefill ?? 512, D = o.decode ?? 128, R = Math.max(1, o.runs ?? 3);
+  let model: RWKV7, config: ModelConfig;
+  if (o.synthetic) {
+    const backend = await createBackend(backendName, { dtype, threads: o.threads });
+    ({ model, config } = syntheticModel(o.synthetic, backend));
+  } else {
+    ({ model, config } = await loadModel(o.model, { backend: backendName, dtype, threads: o.threads }));
+  }
+  try {
+    const V = config.vocabSize;
+    let seed = 12345;
+    const tok = () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed % V; };
+    const prompt = Array.from({ length: P }, tok);
+    const state = model.newState();
+    await model.forward(prompt.slice(0, Math.min(P, 8)), state); // warm-up (JIT, first-touch)
+    await model.forward([tok()], state);
+    const pre: number[] = [], dec: number[] = [];
+    for (let r = 0; r < R; r++) {
+      state.reset();
+      let t0 = performance.now();
+      if (P > 0) await model.forward(prompt, state);
+      pre.push(P / ((performance.now() - t0) / 1000));
+      t0 = performance.now();
+      for (let i = 0; i < D; i++) await model.forward([tok()], state);
+      dec.push(D / ((performance.now() - t0) / 1000));
+    }
+    state.free();
+    const wb = weightBytes(model, config, dtype);
+    const decode = median(dec);
+    return {
+      backend: model.backend.name,
+      dtype,
+      threads: (model.backend as { threads?: number }).threads ?? 1,
+      prefill_tok_s: P > 0 ? median(pre) : 0,
+      decode_tok_s: decode,
+      weight_bytes_per_token: wb,
+      decode_gb_s: (wb * decode) / 1e9,
+    };
+  } finally {
+    await model.backend.dispose();
+  }
+}
+
+const int = (name: string) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new UserError(`--${name} expects a non-negative integer, got '${v}'`);
+  return n;
+};
+
+/** Registers `rwkv7 bench`. */
+export function register(program: Command): void {
+  program
+    .command('bench')
+    .description('measure prefill and decode speed (tokens/s, weight bytes read per token, implied GB/s)')
+    .option('--model <path>', 'model checkpoint (default: the bundled model)')
+    .option('--synthetic <size>', 'random weights of a real shape instead of a file: 0.1b, 0.4b or 1.5b')
+    .option('--backend <name>', 'auto, js, wasm or webgpu', 'auto')
+    .option('--dtype <type>', 'weight storage: f32, bf16, f16 or int8', 'bf16')
+    .option('--threads <n>', 'CPU threads for the wasm backend (default: all cores)', int('threads'))
+    .option('--prefill <n>', 'prompt tokens for the prefill measurement', int('prefill'), 512)
+    .option('--decode <n>', 'tokens for the decode measurement', int('decode'), 128)
+    .option('--runs <n>', 'repetitions (the median is reported)', int('runs'), 3)
+    .option('--json', 'print one JSON object')
+    .action(async (o: { model?: string; synthetic?: string; backend: string; dtype: string; threads?: number; prefill: number; decode: number; runs: number; json?: boolean }) => {
+      if (o.model && o.synthetic) throw new UserError('give either --model or --synthetic, not both');
+      const r = await runBench({
+        model: o.model, synthetic: o.synthetic, backend: parseBackendName(o.backend), dtype: parseWeightDType(o.dtype),
+        threads: o.threads, prefill: o.prefill, decode: o.decode, runs: o.runs,
+      });
+      if (o.json) {
+        process.stdout.write(JSON.stringify(r) + '\n');
+        return;
+      }
+      const what = o.synthetic ? `synthetic ${o.synthetic}` : (o.model ?? 'bundled model');
+      process.stdout.write(
+        `${what}: backend ${r.backend}, dtype ${r.dtype}, ${r.threads} thread(s)\n` +
+        `  prefill ${r.prefill_tok_s.toFixed(1)} tok/s (${o.prefill} tokens)\n` +
+        `  decode  ${r.decode_tok_s.toFixed(1)} tok/s (${o.decode} tokens)\n` +
+        `  weights read per token ${(r.weight_bytes_per_token / 1e6).toFixed(1)} MB → ${r.decode_gb_s.toFixed(2)} GB/s\n`,
+      );
+    });
+}

@@ -40,27 +40,33 @@ class WMat implements Mat {
     readonly ptr: number,
     readonly sc: number,
     readonly bytes: number,
+    /** DTYPE_CODE of this matrix's storage. */
+    readonly dt: number,
   ) {}
 }
 
 interface Kernels {
-  mv_f32: Function; mv_bf16: Function; mv_f16: Function; mv_i8: Function; mm: Function; wkv: Function;
+  mv_f32: Function; mv_bf16: Function; mv_f16: Function; mv_i8: Function; mm: Function; wkv: Function; mm64: Function;
   quant_x(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
   pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
   layer_norm(out: number, x: number, w: number, b: number, T: number, n: number, groups: number, eps: number): void;
   shift_lerp(out: number, x: number, shift: number, mix: number, T: number, C: number): void;
-  decay(w: number, w0: number, T: number, C: number): void;
+  decay(w: number, w0: number, T: number, C: number, lo: number): void;
   lerp_inplace(x: number, target: number, gate: number, n: number): void;
   key_prep(kk: number, k: number, a: number, kK: number, kA: number, T: number, C: number, N: number): void;
   bonus_gate(y: number, r: number, k: number, v: number, rK: number, g: number, T: number, C: number, N: number): void;
 }
 
 /** Kernels the thread pool can split, by op index. */
-const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv'] as const;
+const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv', 'mm64'] as const;
 const OP_MV = [0, 1, 2, 3]; // by DTYPE_CODE
-const OP_MM = 4, OP_WKV = 5;
+const OP_MM = 4, OP_WKV = 5, OP_MM64 = 6;
+/** DTYPE code of matrices kept in f32 and multiplied with f64 accumulation (the decay LoRA). */
+const PRECISE = 4;
+const DECAY_LORA = /\.(w1|w2)$/;
 /** Below this many multiply-adds an op runs on the main thread alone (a hand-off costs a few µs). */
 const PAR_MIN_MACS = 1 << 16;
+const LORA_NAME = /\.(w1|w2|a1|a2|v1|v2|g1|g2)$/;
 const ACT: Record<Activation, number> = { none: 0, tanh: 1, sigmoid: 2, relu2: 3 };
 
 const isNode = typeof process !== 'undefined' && !!process.versions?.node;
@@ -154,6 +160,9 @@ export class WasmBackend implements Backend {
   /** Largest padded K of any matrix; sizes the per-op scratch. */
   private maxK = 0;
   private scratch = { tile: 0, tileStride: 0, xpad: 0, xq: 0, xsc: 0, bytes: 0 };
+  /** Residual buffers of `decay` outputs (by buffer pointer), and the one whose residual is current. */
+  private readonly decaySide = new Map<number, WBuf>();
+  private decayLo?: { ptr: number; side: number };
 
   constructor(
     readonly weightDType: WeightDType,
@@ -221,6 +230,7 @@ export class WasmBackend implements Backend {
   }
 
   write(dst: Buf, src: Float32Array, dstOffset = 0): void {
+    this.touch(p(dst));
     this.views();
     this.f32v.set(src, (dst as WBuf).ptr / 4 + dstOffset);
   }
@@ -232,13 +242,17 @@ export class WasmBackend implements Backend {
   }
 
   copy(dst: Buf, src: Buf, length: number, dstOffset = 0, srcOffset = 0): void {
+    this.touch(p(dst));
     this.views();
     const s = (src as WBuf).ptr / 4 + srcOffset;
     this.f32v.copyWithin((dst as WBuf).ptr / 4 + dstOffset, s, s + length);
   }
 
   matrix(m: HostMatrix): Mat {
-    const dt = this.weightDType;
+    // int8 quantizes the large Linear weights; the small LoRA factors (≈3% of the bytes, and the most sensitive:
+    // they feed the decay, a, v and gate through sigmoids) stay bf16.
+    const precise = DECAY_LORA.test(m.name);
+    const dt: WeightDType = precise ? 'f32' : this.weightDType === 'int8' && LORA_NAME.test(m.name) ? 'bf16' : this.weightDType;
     const K = paddedCols(m.cols, dt), R = paddedRows(m.rows);
     const bytes = matrixBytes(m.rows, m.cols, dt);
     const ptr = this.alloc(bytes, `matrix ${m.name} [${m.rows}, ${m.cols}] (${dt})`);
@@ -254,7 +268,7 @@ export class WasmBackend implements Backend {
     }
     this.weightBytes += bytes;
     if (K > this.maxK) this.growScratch(K);
-    return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes);
+    return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes, precise ? PRECISE : DTYPE_CODE[dt]);
   }
 
   /** Per-op scratch: one 4×K f32 tile per thread, a padded copy of x, and int16 x with per-row scales. */
@@ -272,7 +286,12 @@ export class WasmBackend implements Backend {
   }
 
   free(b: Buf | Mat): void {
-    if (b instanceof WBuf) this.release(b.ptr, b.bytes);
+    if (b instanceof WBuf) {
+      this.touch(b.ptr);
+      this.release(b.ptr, b.bytes);
+      const side = this.decaySide.get(b.ptr);
+      if (side) { this.decaySide.delete(b.ptr); this.release(side.ptr, side.bytes); }
+    }
     else if (b instanceof WMat) {
       this.release(b.ptr, Math.max(64, Math.ceil(b.bytes / 64) * 64));
       this.weightBytes -= b.bytes;
@@ -282,12 +301,14 @@ export class WasmBackend implements Backend {
   // ---- ops ----
 
   layerNorm(out: Buf, x: Buf, w: Buf, b: Buf, T: number, n: number, groups: number, eps: number): void {
+    this.touch(p(out));
     this.k.layer_norm(p(out), p(x), p(w), p(b), T, n, groups, eps);
   }
 
   matmul(out: Buf, x: Buf, W: Mat, T: number, opts: MatmulOptions = {}): void {
     const m = W as WMat;
-    const dt = DTYPE_CODE[this.weightDType];
+    this.touch(p(out));
+    const dt = m.dt;
     const act = ACT[opts.act ?? 'none'];
     const acc = opts.accumulate ? 1 : 0;
     const bias = opts.bias ? p(opts.bias) : 0;
@@ -295,6 +316,12 @@ export class WasmBackend implements Backend {
     const macs = rows * K * T;
     const items = macs < PAR_MIN_MACS ? 0 : 1; // 0: run on the main thread only
     const S = this.scratch;
+    if (dt === PRECISE) {
+      let xp = p(x), xs = cols;
+      if (K !== cols) { this.k.pad_rows(S.xpad, xp, T, cols, cols, K); xp = S.xpad; xs = K; }
+      this.par(OP_MM64, rows, 4, items, [p(out), xp, m.ptr, K, T, xs, rows, bias, act, acc, rows]);
+      return;
+    }
     if (T <= 2) {
       if (dt === 3) {
         this.k.quant_x(S.xq, S.xsc, p(x), T, cols, cols, K);
@@ -318,19 +345,30 @@ export class WasmBackend implements Backend {
   }
 
   shiftLerp(outs: readonly Buf[], x: Buf, shift: Buf, mixes: readonly Buf[], T: number, C: number): void {
+    for (let i = 0; i < mixes.length; i++) this.touch(p(outs[i]!));
     for (let i = 0; i < mixes.length; i++) this.k.shift_lerp(p(outs[i]!), p(x), p(shift), p(mixes[i]!), T, C);
     this.copy(shift, x, C, 0, (T - 1) * C);
   }
 
   decay(w: Buf, w0: Buf, T: number, C: number): void {
-    this.k.decay(p(w), p(w0), T, C);
+    let side = this.decaySide.get(p(w));
+    if (!side) this.decaySide.set(p(w), (side = this.buffer(w.length) as WBuf));
+    this.k.decay(p(w), p(w0), T, C, side.ptr);
+    this.decayLo = { ptr: p(w), side: side.ptr };
+  }
+
+  /** Forget the decay residual of a buffer that is being overwritten. */
+  private touch(ptr: number): void {
+    if (this.decayLo?.ptr === ptr) this.decayLo = undefined;
   }
 
   lerpInPlace(x: Buf, target: Buf, gate: Buf, length: number): void {
+    this.touch(p(x));
     this.k.lerp_inplace(p(x), p(target), p(gate), length);
   }
 
   keyPrep(kk: Buf, k: Buf, a: Buf, kK: Buf, kA: Buf, T: number, C: number, N: number): void {
+    this.touch(p(kk)); this.touch(p(k));
     this.k.key_prep(p(kk), p(k), p(a), p(kK), p(kA), T, C, N);
   }
 
@@ -338,10 +376,13 @@ export class WasmBackend implements Backend {
     if (N % 4 !== 0) throw new UserError(`the wasm backend needs a head size divisible by 4 (got ${N})`);
     const H = C / N;
     const parallel = T * C * N >= PAR_MIN_MACS ? 1 : 0;
-    this.par(OP_WKV, H, 1, parallel, [p(S), p(r), p(w), p(k), p(v), p(kk), p(a), p(y), T, C, N]);
+    this.touch(p(S)); this.touch(p(y));
+    const wlo = this.decayLo?.ptr === p(w) ? this.decayLo.side : 0;
+    this.par(OP_WKV, H, 1, parallel, [p(S), p(r), p(w), p(k), p(v), p(kk), p(a), p(y), T, C, N, wlo]);
   }
 
   bonusGate(y: Buf, r: Buf, k: Buf, v: Buf, rK: Buf, g: Buf, T: number, C: number, N: number): void {
+    this.touch(p(y));
     this.k.bonus_gate(p(y), p(r), p(k), p(v), p(rK), p(g), T, C, N);
   }
 

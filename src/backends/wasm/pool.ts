@@ -3,7 +3,8 @@
  * the main thread and N-1 workers.
  *
  * Hand-off protocol, through an Int32 control block in the shared memory (no postMessage per op):
- *   main: write op + args, done = 0, gen += 1 (seq-cst), notify; run share 0; spin until done == workers.
+ *   main: write op + args, done = 0, gen += 1 (seq-cst), notify; run share 0; spin, then wait, until done == workers
+ *   (the last worker to finish notifies).
  *   worker: spin on gen for a while, then Atomics.wait; on a new gen run its share, done += 1.
  * Every thread computes its own [lo, hi) from (items, align, thread id), so shares never overlap.
  *
@@ -53,7 +54,7 @@ for (;;) {
     if (pa >= 0) a[pa] = (a[pa] >>> 0) + id * I[${CTRL + PER_STRIDE}];
     fns[op](lo, hi, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]);
   }
-  Atomics.add(I, ${CTRL + DONE}, 1);
+  if (Atomics.add(I, ${CTRL + DONE}, 1) + 1 === n - 1) Atomics.notify(I, ${CTRL + DONE});
 }
 `;
 
@@ -79,7 +80,7 @@ export class ThreadPool {
         const w = new Worker(WORKER_SOURCE, {
           eval: true,
           execArgv: [], // plain JS: no need for the tsx loader the parent may run under
-          workerData: { module, memory, id, n: threads, names, spin: 1 << 15 },
+          workerData: { module, memory, id, n: threads, names, spin: 1 << 13 },
         });
         w.unref();
         pool.workers.push(w);
@@ -112,7 +113,14 @@ export class ThreadPool {
     Atomics.notify(I, CTRL + GEN);
     const [lo, hi] = share(items, align, 0, n + 1);
     if (lo < hi) this.fns[op]!(lo, hi, ...args);
-    while (Atomics.load(I, CTRL + DONE) < n) { /* spin: the other shares are the same size */ }
+    // Spin briefly (the other shares are the same size), then sleep: on a busy machine a descheduled worker
+    // must not be waited for by burning the core it needs.
+    let d = Atomics.load(I, CTRL + DONE);
+    for (let i = 0; d < n && i < 20000; i++) d = Atomics.load(I, CTRL + DONE);
+    while (d < n) {
+      Atomics.wait(I, CTRL + DONE, d, 1);
+      d = Atomics.load(I, CTRL + DONE);
+    }
   }
 
   async dispose(): Promise<void> {

@@ -1,0 +1,182 @@
+/**
+ * The wasm backend: kernels against the js reference backend on random data (odd sizes, head size 32 and 64,
+ * 1 and 2 threads, every weight dtype), golden verification of whole models, and perplexity with f16/int8 weights.
+ * Run: node --import tsx --test test/wasm.test.ts
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { JsBackend } from '../src/backends/js/index.js';
+import { createWasmBackend, type WasmBackend } from '../src/backends/wasm/index.js';
+import type { Backend, Buf, HostMatrix, WeightDType, Activation } from '../src/backends/kernels.js';
+import { f32ToBf16, f32ToF16 } from '../src/backends/wasm/layout.js';
+import { loadModel } from '../src/runtime/load.js';
+import { verifyGolden } from '../src/runtime/verify.js';
+import { openSafetensors } from '../src/formats/safetensors.js';
+
+const shared = fileURLToPath(new URL('../../shared/', import.meta.url));
+
+let seed = 7;
+const rand = () => { seed = (seed * 1664525 + 1013904223) >>> 0; return seed / 4294967296; };
+const randn = (n: number, lo = -1, hi = 1) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rand());
+
+function maxRel(a: Float32Array, b: Float32Array): number {
+  let m = 0, s = 0;
+  for (let i = 0; i < a.length; i++) { m = Math.max(m, Math.abs(a[i]! - b[i]!)); s = Math.max(s, Math.abs(b[i]!)); }
+  return m / Math.max(s, 1e-30);
+}
+
+async function both<T>(wasm: Backend, f: (b: Backend) => Promise<T>): Promise<[T, T]> {
+  return [await f(new JsBackend('f32')), await f(wasm)];
+}
+
+function buf(b: Backend, data: Float32Array): Buf {
+  const x = b.buffer(data.length);
+  b.write(x, data);
+  return x;
+}
+
+/** A host matrix of random values in `dtype` ('F32', 'BF16' or 'F16' bit patterns). */
+function hostMatrix(rows: number, cols: number, dtype: 'F32' | 'BF16' | 'F16'): HostMatrix {
+  const v = randn(rows * cols);
+  if (dtype === 'F32') return { name: 'm', rows, cols, dtype, data: v };
+  return { name: 'm', rows, cols, dtype, data: Uint16Array.from(v, dtype === 'BF16' ? f32ToBf16 : f32ToF16) };
+}
+
+const SOURCE: Record<WeightDType, 'F32' | 'BF16' | 'F16'> = { f32: 'F32', bf16: 'BF16', f16: 'F16', int8: 'BF16' };
+// int8 quantization (per 64-column group) of uniform weights: ~0.4% of the group max per value, seen through tanh/sigmoid of large pre-activations.
+const MATMUL_TOL: Record<WeightDType, number> = { f32: 2e-6, bf16: 2e-6, f16: 2e-6, int8: 8e-2 };
+
+for (const threads of [1, 2]) {
+  for (const dtype of ['f32', 'bf16', 'f16', 'int8'] as const) {
+    test(`wasm matmul matches js (${dtype}, ${threads} thread(s))`, async () => {
+      const wb = await createWasmBackend({ dtype, threads });
+      try {
+        const cases: Array<[number, number, number, Activation, boolean]> = [
+          [37, 50, 1, 'none', false], [5, 3, 3, 'tanh', false], [130, 200, 2, 'sigmoid', false],
+          [256, 96, 1, 'relu2', false], [300, 768, 7, 'none', true], [257, 130, 64, 'tanh', false], [64, 256, 33, 'sigmoid', false],
+        ];
+        for (const [rows, cols, T, act, acc] of cases) {
+          const m = hostMatrix(rows, cols, SOURCE[dtype]);
+          const x = randn(T * cols), bias = randn(rows), init = randn(T * rows);
+          const [ref, got] = await both(wb, async (b) => {
+            const W = b.matrix(m);
+            const o = buf(b, init);
+            b.matmul(o, buf(b, x), W, T, acc ? { accumulate: true } : { bias: buf(b, bias), act });
+            return b.read(o);
+          });
+          const e = maxRel(got, ref);
+          assert.ok(e <= MATMUL_TOL[dtype], `${rows}x${cols} T=${T} ${act}${acc ? ' acc' : ''}: rel error ${e}`);
+        }
+      } finally {
+        await wb.dispose();
+      }
+    });
+  }
+
+  for (const N of [32, 64]) {
+    test(`wasm element-wise ops and wkv match js (head size ${N}, ${threads} thread(s))`, async () => {
+      const wb = await createWasmBackend({ dtype: 'f32', threads });
+      try {
+        const H = 3, C = H * N;
+        for (const T of [1, 5, 40]) {
+          const n = T * C;
+          const d = { x: randn(n), r: randn(n), k: randn(n), v: randn(n), a: randn(n, 0, 1), g: randn(n), y: randn(n),
+            w: randn(n, 0.5, 1), kK: randn(C), kA: randn(C), rK: randn(C), w0: randn(C, -2, 0), lw: randn(C), lb: randn(C),
+            mix1: randn(C, 0, 1), mix2: randn(C, 0, 1), shift: randn(C), S: randn(H * N * N, -0.5, 0.5) };
+          const [ref, got] = await both(wb, async (b) => {
+            const B = Object.fromEntries(Object.entries(d).map(([k, v]) => [k, buf(b, v)])) as Record<keyof typeof d, Buf>;
+            const o1 = b.buffer(n), o2 = b.buffer(n), ln = b.buffer(n), gn = b.buffer(n), kk = b.buffer(n);
+            b.layerNorm(ln, B.x, B.lw, B.lb, T, C, 1, 1e-5);
+            b.layerNorm(gn, B.x, B.lw, B.lb, T, C, H, 64e-5);
+            b.shiftLerp([o1, o2], B.x, B.shift, [B.mix1, B.mix2], T, C);
+            b.decay(B.w, B.w0, T, C);
+            b.lerpInPlace(B.v, B.r, B.a, n);
+            b.keyPrep(kk, B.k, B.a, B.kK, B.kA, T, C, N);
+            b.wkv(B.S, B.r, B.w, B.k, B.v, kk, B.a, B.y, T, C, N);
+            b.bonusGate(B.y, B.r, B.k, B.v, B.rK, B.g, T, C, N);
+            const out: Record<string, Float32Array> = {};
+            for (const [k, v] of Object.entries({ ln, gn, o1, o2, shift: B.shift, w: B.w, v: B.v, kk, k: B.k, S: B.S, y: B.y })) out[k] = await b.read(v);
+            return out;
+          });
+          for (const k of Object.keys(ref)) {
+            const e = maxRel(got[k]!, ref[k]!);
+            assert.ok(e <= 2e-6, `T=${T} ${k}: rel error ${e}`);
+          }
+        }
+      } finally {
+        await wb.dispose();
+      }
+    });
+  }
+}
+
+test('wasm buffers: copy, read ranges, free and reuse', async () => {
+  const wb = await createWasmBackend({ dtype: 'f32', threads: 1 });
+  const a = wb.buffer(10), b = wb.buffer(10);
+  wb.write(a, Float32Array.from({ length: 10 }, (_, i) => i));
+  wb.copy(b, a, 4, 2, 5);
+  assert.deepEqual(Array.from(await wb.read(b, 1, 6)), [0, 5, 6, 7, 8, 0]);
+  wb.free(a);
+  const c = wb.buffer(10);
+  assert.deepEqual(Array.from(await wb.read(c)), new Array(10).fill(0));
+  await wb.dispose();
+});
+
+// ---- whole models against the official golden outputs ----
+
+const GOLDEN: Array<[string, string]> = [
+  ['fixtures/models/tiny-l2-d128.pth', 'fixtures/golden/tiny-l2-d128.golden.safetensors'],
+  ['fixtures/models/tiny-l2-d96-h32.pth', 'fixtures/golden/tiny-l2-d96-h32.golden.safetensors'],
+  ['fixtures/models/tiny-l3-d256.pth', 'fixtures/golden/tiny-l3-d256.golden.safetensors'],
+  ['models/rwkv7-storyteller-L6-D192.pth', 'fixtures/golden/storyteller.text.safetensors'],
+];
+const GOLDEN_TOL: Record<WeightDType, number> = { f32: 5e-5, bf16: 5e-5, f16: 5e-3, int8: 5e-2 };
+
+for (const dtype of ['f32', 'bf16', 'f16', 'int8'] as const) {
+  for (const threads of [1, 2]) {
+    test(`wasm golden verification (${dtype}, ${threads} thread(s))`, { skip: !existsSync(shared) && 'no ../shared' }, async () => {
+      for (const [m, g] of GOLDEN) {
+        const { model } = await loadModel(shared + m, { backend: 'wasm', dtype, threads });
+        try {
+          const r = await verifyGolden(model, shared + g, ['rnn', 'seq']);
+          const worst = r.groups.reduce((a, b) => (b.max_deviation > a.max_deviation ? b : a));
+          assert.ok(r.max_deviation <= GOLDEN_TOL[dtype], `${m}: max deviation ${r.max_deviation} (${worst.name}/${worst.mode}) > ${GOLDEN_TOL[dtype]}`);
+        } finally {
+          await model.backend.dispose();
+        }
+      }
+    });
+  }
+}
+
+// ---- perplexity on real text ----
+
+const PPL_REF = 44.627;
+for (const [dtype, slack] of [['f16', 0.005], ['int8', 0.02]] as const) {
+  test(`wasm perplexity with ${dtype} weights is within +${slack * 100}% of the reference`, { skip: !existsSync(shared) && 'no ../shared' }, async () => {
+    const st = openSafetensors(shared + 'fixtures/golden/storyteller.text.safetensors');
+    const b = st.tensors.get('ppl.tokens')!.read();
+    st.close();
+    const tokens = new Int32Array(b.slice().buffer);
+    const { model, config } = await loadModel(shared + 'models/rwkv7-storyteller-L6-D192.pth', { backend: 'wasm', dtype, threads: 2 });
+    try {
+      const V = config.vocabSize;
+      const logits = await model.forward(tokens.subarray(0, tokens.length - 1), model.newState(), { allLogits: true });
+      let nll = 0;
+      for (let t = 0; t + 1 < tokens.length; t++) {
+        let mx = -Infinity;
+        for (let i = 0; i < V; i++) mx = Math.max(mx, logits[t * V + i]!);
+        let s = 0;
+        for (let i = 0; i < V; i++) s += Math.exp(logits[t * V + i]! - mx);
+        nll += mx + Math.log(s) - logits[t * V + tokens[t + 1]!]!;
+      }
+      const ppl = Math.exp(nll / (tokens.length - 1));
+      assert.ok(ppl <= PPL_REF * (1 + slack), `perplexity ${ppl} > ${PPL_REF} + ${slack * 100}%`);
+      assert.ok(ppl >= PPL_REF * 0.98, `perplexity ${ppl} suspiciously low`);
+    } finally {
+      await model.backend.dispose();
+    }
+  });
+}
