@@ -127,7 +127,8 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
   // ---- errors: always an OpenAI error object, never a stack trace ----
   app.setErrorHandler((err, req, reply) => {
     const api = toApiError(err, o.bodyLimit);
-    if (api.status >= 500) log(`error: ${req.method} ${req.url}: ${(err as Error)?.stack ?? String(err)}`);
+    // Unexpected failures are logged with their stack (server side only); the client gets a bare 500.
+    if (api.status >= 500 && !(err instanceof ApiError)) log(`error: ${req.method} ${req.url}: ${(err as Error)?.stack ?? String(err)}`);
     void reply.code(api.status).type('application/json').send(api.body());
   });
   app.setNotFoundHandler((req, reply) => {
