@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
+import { existsSync } from 'node:fs';
 import { InvalidArgumentError } from 'commander';
 import { addModelOptions, loadModelFromFlags, parseNumber, type ModelFlags } from './common.js';
 import { verifyGolden, type VerifyMode } from '../runtime/verify.js';
+import { UserError } from '../errors.js';
 
 interface Flags extends ModelFlags {
   golden: string;
@@ -29,6 +31,7 @@ export function register(program: Command): void {
   addModelOptions(cmd);
   cmd.addHelpText('after', '\nExample:\n  rwkv7 verify --model tiny.pth --golden tiny.golden.safetensors --backend js --mode both\n');
   cmd.action(async (f: Flags) => {
+    if (!existsSync(f.golden)) throw new UserError(`golden file not found: ${f.golden}`);
     const loaded = await loadModelFromFlags(f);
     const tol = f.tolerance ?? DEFAULT_TOLERANCE[loaded.model.backend.weightDType] ?? 1e-5;
     const modes: VerifyMode[] = f.mode === 'both' ? ['rnn', 'seq'] : [f.mode];
