@@ -42,11 +42,13 @@ class WMat implements Mat {
     readonly bytes: number,
     /** DTYPE_CODE of this matrix's storage. */
     readonly dt: number,
+    /** Use the blocked-accumulation mat-mat kernel. */
+    readonly blocked: boolean,
   ) {}
 }
 
 interface Kernels {
-  mv_f32: Function; mv_bf16: Function; mv_f16: Function; mv_i8: Function; mm: Function; wkv: Function; mm64: Function;
+  mv_f32: Function; mv_bf16: Function; mv_f16: Function; mv_i8: Function; mm: Function; wkv: Function; mm64: Function; mmp: Function;
   quant_x(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
   pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
   layer_norm(out: number, x: number, w: number, b: number, T: number, n: number, groups: number, eps: number): void;
@@ -58,9 +60,11 @@ interface Kernels {
 }
 
 /** Kernels the thread pool can split, by op index. */
-const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv', 'mm64'] as const;
+const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv', 'mm64', 'mmp'] as const;
 const OP_MV = [0, 1, 2, 3]; // by DTYPE_CODE
-const OP_MM = 4, OP_WKV = 5, OP_MM64 = 6;
+const OP_MM = 4, OP_WKV = 5, OP_MM64 = 6, OP_MMP = 7;
+/** Matrices multiplied with blocked f64 accumulation in prefill (their errors are amplified by the state). */
+const BLOCKED = /receptance|\.(a1|a2)$/;
 /** DTYPE code of matrices kept in f32 and multiplied with f64 accumulation (the decay LoRA). */
 const PRECISE = 4;
 const DECAY_LORA = /\.(w1|w2)$/;
@@ -268,7 +272,7 @@ export class WasmBackend implements Backend {
     }
     this.weightBytes += bytes;
     if (K > this.maxK) this.growScratch(K);
-    return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes, precise ? PRECISE : DTYPE_CODE[dt]);
+    return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes, precise ? PRECISE : DTYPE_CODE[dt], BLOCKED.test(m.name));
   }
 
   /** Per-op scratch: one 4×K f32 tile per thread, a padded copy of x, and int16 x with per-row scales. */
@@ -335,7 +339,7 @@ export class WasmBackend implements Backend {
     }
     let xp = p(x), xs = cols;
     if (K !== cols) { this.k.pad_rows(S.xpad, xp, T, cols, cols, K); xp = S.xpad; xs = K; }
-    this.par(OP_MM, m.rowsP, 4, items, [p(out), xp, m.ptr, K, T, xs, rows, bias, act, acc, rows, dt, m.sc, S.tile], 13, S.tileStride);
+    this.par(m.blocked ? OP_MMP : OP_MM, m.rowsP, 4, items, [p(out), xp, m.ptr, K, T, xs, rows, bias, act, acc, rows, dt, m.sc, S.tile], 13, S.tileStride);
   }
 
   /** Run a splittable kernel over `n` items on all threads, or on the main thread alone when `parallel` is 0. */
