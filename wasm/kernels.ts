@@ -399,37 +399,44 @@ export function mmp(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T:
 // `wlo` (or 0): the decay's rounding residual from `decay`, so S·w uses w to ~48 bits.
 //   sa[i] = -Σ_j S[i][j]·kk[j];  S[i][j] = S[i][j]·w[j] + sa[i]·kk[j]·a[j] + v[i]·k[j];  y[i] = Σ_j S[i][j]·r[j]
 
-export function wkv(lo: i32, hi: i32, S: usize, r: usize, w: usize, k: usize, v: usize, kk: usize, a: usize, y: usize, T: i32, C: i32, N: i32, wlo: usize): void {
+export function wkv(lo: i32, hi: i32, S: usize, r: usize, w: usize, k: usize, v: usize, kk: usize, a: usize, y: usize, T: i32, C: i32, N: i32, wlo: usize, tmp: usize): void {
   // The update is computed in f64 (2 lanes) from the f32 state and rounded once when stored: with repetitive input
-  // the state is ill-conditioned and several f32 roundings per element show up in the logits.
-  const nb = f4(<usize>N);
+  // the state is ill-conditioned and several f32 roundings per element show up in the logits. The per-token key-side
+  // vectors are widened once per head into `tmp` (this thread's scratch, 5·N f64): w, kk, kk·a, k, r.
+  const nb = f4(<usize>N), n8 = <usize>N << 3;
+  const tw = tmp, tkk = tmp + n8, tka = tmp + 2 * n8, tk = tmp + 3 * n8, tr = tmp + 4 * n8;
   for (let h = lo; h < hi; h++) {
     const s = S + f4(<usize>h * <usize>N * <usize>N);
     for (let t = 0; t < T; t++) {
       const o = f4(<usize>(t * C + h * N));
-      const rp = r + o, wp = w + o, kp = k + o, vp = v + o, kkp = kk + o, ap = a + o, yp = y + o, wl = wlo + o;
+      for (let j: usize = 0; j < <usize>N; j++) {
+        const q = o + (j << 2), d = j << 3;
+        let wv = <f64>load<f32>(w + q);
+        if (wlo) wv += <f64>load<f32>(wlo + q);
+        const kkv = <f64>load<f32>(kk + q);
+        store<f64>(tw + d, wv);
+        store<f64>(tkk + d, kkv);
+        store<f64>(tka + d, kkv * <f64>load<f32>(a + q));
+        store<f64>(tk + d, <f64>load<f32>(k + q));
+        store<f64>(tr + d, <f64>load<f32>(r + q));
+      }
+      const vp = v + o, yp = y + o;
       for (let i = 0; i < N; i++) {
         const row = s + f4(<usize>i) * <usize>N;
         let sa = f64x2.splat(0);
         for (let j: usize = 0; j < nb; j += 16) {
-          const sj = v128.load(row + j), kj = v128.load(kkp + j);
-          sa = f64x2.add(sa, f64x2.add(f64x2.mul(lo64(sj), lo64(kj)), f64x2.mul(hi64(sj), hi64(kj))));
+          const sj = v128.load(row + j), d = j << 1;
+          sa = f64x2.add(sa, f64x2.add(f64x2.mul(lo64(sj), v128.load(tkk + d)), f64x2.mul(hi64(sj), v128.load(tkk + d, 16))));
         }
         const sav = f64x2.splat(-hsum64(sa));
         const viv = f64x2.splat(<f64>load<f32>(vp + f4(<usize>i)));
         let ya = f64x2.splat(0);
         for (let j: usize = 0; j < nb; j += 16) {
-          const sj = v128.load(row + j), wj = v128.load(wp + j), kkj = v128.load(kkp + j), aj = v128.load(ap + j), kj = v128.load(kp + j), rj = v128.load(rp + j);
-          let wL = lo64(wj), wH = hi64(wj);
-          if (wlo) {
-            const lj = v128.load(wl + j);
-            wL = f64x2.add(wL, lo64(lj));
-            wH = f64x2.add(wH, hi64(lj));
-          }
-          const nL = f64x2.add(f64x2.add(f64x2.mul(lo64(sj), wL), f64x2.mul(f64x2.mul(sav, lo64(kkj)), lo64(aj))), f64x2.mul(viv, lo64(kj)));
-          const nH = f64x2.add(f64x2.add(f64x2.mul(hi64(sj), wH), f64x2.mul(f64x2.mul(sav, hi64(kkj)), hi64(aj))), f64x2.mul(viv, hi64(kj)));
+          const sj = v128.load(row + j), d = j << 1;
+          const nL = f64x2.add(f64x2.add(f64x2.mul(lo64(sj), v128.load(tw + d)), f64x2.mul(sav, v128.load(tka + d))), f64x2.mul(viv, v128.load(tk + d)));
+          const nH = f64x2.add(f64x2.add(f64x2.mul(hi64(sj), v128.load(tw + d, 16)), f64x2.mul(sav, v128.load(tka + d, 16))), f64x2.mul(viv, v128.load(tk + d, 16)));
           v128.store(row + j, v128.shuffle<f32>(f32x4.demote_f64x2_zero(nL), f32x4.demote_f64x2_zero(nH), 0, 1, 4, 5));
-          ya = f64x2.add(ya, f64x2.add(f64x2.mul(nL, lo64(rj)), f64x2.mul(nH, hi64(rj))));
+          ya = f64x2.add(ya, f64x2.add(f64x2.mul(nL, v128.load(tr + d)), f64x2.mul(nH, v128.load(tr + d, 16))));
         }
         store<f32>(yp + f4(<usize>i), <f32>hsum64(ya));
       }

@@ -179,6 +179,7 @@ export class WasmBackend implements Backend {
   ) {
     this.k = exports as unknown as Kernels;
     this.views();
+    this.growScratch(64);
   }
 
   // ---- memory ----
@@ -279,7 +280,7 @@ export class WasmBackend implements Backend {
   private growScratch(K: number): void {
     this.maxK = K;
     if (this.scratch.bytes) this.release(this.scratch.tile, this.scratch.bytes);
-    const tileStride = 4 * K * 4;
+    const tileStride = Math.max(4 * K * 4, 5 * 256 * 8); // a 4×K f32 tile, or wkv's 5·N f64 (N ≤ 256)
     const tileBytes = tileStride * this.threads;
     const xpadBytes = this.maxChunk * K * 4;
     const xqBytes = Math.ceil((this.maxChunk * K * 2) / 64) * 64;
@@ -379,10 +380,11 @@ export class WasmBackend implements Backend {
   wkv(S: Buf, r: Buf, w: Buf, k: Buf, v: Buf, kk: Buf, a: Buf, y: Buf, T: number, C: number, N: number): void {
     if (N % 4 !== 0) throw new UserError(`the wasm backend needs a head size divisible by 4 (got ${N})`);
     const H = C / N;
-    const parallel = T * C * N >= PAR_MIN_MACS ? 1 : 0;
+    if (N > 256) throw new UserError(`the wasm backend supports head sizes up to 256 (got ${N})`);
+    const parallel = T * C * N >= PAR_MIN_MACS / 4 ? 1 : 0;
     this.touch(p(S)); this.touch(p(y));
     const wlo = this.decayLo?.ptr === p(w) ? this.decayLo.side : 0;
-    this.par(OP_WKV, H, 1, parallel, [p(S), p(r), p(w), p(k), p(v), p(kk), p(a), p(y), T, C, N, wlo]);
+    this.par(OP_WKV, H, 1, parallel, [p(S), p(r), p(w), p(k), p(v), p(kk), p(a), p(y), T, C, N, wlo, this.scratch.tile], 12, this.scratch.tileStride);
   }
 
   bonusGate(y: Buf, r: Buf, k: Buf, v: Buf, rK: Buf, g: Buf, T: number, C: number, N: number): void {
