@@ -1,0 +1,45 @@
+/**
+ * `npm run bench`: the CPU table — wasm backend, dtype × threads → prefill/decode tok/s and the share of
+ * 25 GB/s (this machine's 2-thread memory read bandwidth) that decode reaches, with the js backend measured in
+ * the same session for the ratio. Not a test; takes a few minutes.
+ *
+ *   npm run bench -- [--synthetic 0.1b] [--prefill 512] [--decode 128] [--runs 3] [--threads 1,2] [--dtypes bf16,int8]
+ */
+import { availableParallelism } from 'node:os';
+import { runBench, type BenchResult } from '../src/cli/bench.js';
+import type { WeightDType } from '../src/backends/kernels.js';
+
+const args = process.argv.slice(2);
+const opt = (name: string, def: string) => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1]! : def; };
+const synthetic = opt('synthetic', '0.1b');
+const prefill = Number(opt('prefill', '512'));
+const decode = Number(opt('decode', '128'));
+const runs = Number(opt('runs', '3'));
+const cores = availableParallelism();
+const threadList = opt('threads', [...new Set([1, cores])].join(',')).split(',').map(Number);
+const dtypes = opt('dtypes', 'f32,bf16,f16,int8').split(',') as WeightDType[];
+const BW = 25e9;
+
+const rows: BenchResult[] = [];
+const line = (r: BenchResult) =>
+  `| ${r.backend.padEnd(5)} | ${r.dtype.padEnd(5)} | ${String(r.threads).padStart(7)} | ${r.prefill_tok_s.toFixed(1).padStart(13)} | ` +
+  `${r.decode_tok_s.toFixed(1).padStart(12)} | ${(r.weight_bytes_per_token / 1e6).toFixed(0).padStart(8)} | ${r.decode_gb_s.toFixed(2).padStart(6)} | ${(100 * r.decode_gb_s * 1e9 / BW).toFixed(0).padStart(9)}% |`;
+
+console.log(`synthetic ${synthetic}: prefill ${prefill} tokens, decode ${decode} tokens, median of ${runs} runs; ${cores} cores`);
+console.log('| backend | dtype | threads | prefill tok/s | decode tok/s | MB/token | GB/s | % of 25 GB/s |');
+console.log('|---|---|---|---|---|---|---|---|');
+// js backend: the plain reference (bf16 weights, single thread); a shorter run, it is slow.
+const js = await runBench({ synthetic, backend: 'js', dtype: 'bf16', prefill: Math.min(prefill, 32), decode: Math.min(decode, 8), runs: 1 });
+rows.push(js);
+console.log(line(js));
+for (const dtype of dtypes) {
+  for (const threads of threadList) {
+    const r = await runBench({ synthetic, backend: 'wasm', dtype, threads, prefill, decode, runs });
+    rows.push(r);
+    console.log(line(r));
+  }
+}
+const best = rows.filter((r) => r.backend === 'wasm' && r.dtype === 'bf16').sort((a, b) => b.decode_tok_s - a.decode_tok_s)[0];
+if (best) {
+  console.log(`\nwasm bf16 vs js bf16: decode ×${(best.decode_tok_s / js.decode_tok_s).toFixed(1)}, prefill ×${(best.prefill_tok_s / js.prefill_tok_s).toFixed(1)}`);
+}
