@@ -121,11 +121,34 @@ export function mv_f32(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32,
   }
 }
 
+/** bf16 mat-vec; two rows per pass share the activation loads. */
 export function mv_bf16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32): void {
   if (hi > rows) hi = rows;
   for (let t = 0; t < T; t++) {
     const xt = x + f4(<usize>(t * xs));
-    for (let r = lo; r < hi; r++) {
+    let r = lo;
+    for (; r + 1 < hi; r += 2) {
+      const wa = W + ((<usize>r * <usize>K) << 1), wb = wa + (<usize>K << 1);
+      let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      for (let c = 0; c < K; c += 16) {
+        const xp = xt + f4(<usize>c), cw = <usize>c << 1;
+        const x0 = v128.load(xp), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
+        const u0 = v128.load(wa + cw), u1 = v128.load(wa + cw, 16);
+        a0 = madd(bf16lo(u0), x0, a0);
+        a1 = madd(bf16hi(u0), x1, a1);
+        a2 = madd(bf16lo(u1), x2, a2);
+        a3 = madd(bf16hi(u1), x3, a3);
+        const v0 = v128.load(wb + cw), v1 = v128.load(wb + cw, 16);
+        b0 = madd(bf16lo(v0), x0, b0);
+        b1 = madd(bf16hi(v0), x1, b1);
+        b2 = madd(bf16lo(v1), x2, b2);
+        b3 = madd(bf16hi(v1), x3, b3);
+      }
+      const o = out + f4(<usize>(t * os + r));
+      finish(o, hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3))), bias, r, act, acc);
+      finish(o + 4, hsum(f32x4.add(f32x4.add(b0, b1), f32x4.add(b2, b3))), bias, r + 1, act, acc);
+    }
+    if (r < hi) {
       const w = W + ((<usize>r * <usize>K) << 1);
       let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
       for (let c = 0; c < K; c += 16) {
@@ -161,29 +184,55 @@ export function mv_f16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32,
   }
 }
 
-/** int8 mat-vec: xq is int16 [T, K] (per-token scale in xsc[t]), W int8 [rowsP, K], sc f32 [rowsP, K/64]. */
+/** Dot of one int8 row group (64 weights at wp) with 64 int16 x values (at xp), as i32x4 partial sums. */
+@inline function dotI8(wp: usize, xp: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  const w0 = v128.load(wp), w1 = v128.load(wp, 16), w2 = v128.load(wp, 32), w3 = v128.load(wp, 48);
+  let i0 = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w0), x0);
+  let i1 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w0), x1);
+  i0 = i32x4.add(i0, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w1), x2));
+  i1 = i32x4.add(i1, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w1), x3));
+  i0 = i32x4.add(i0, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w2), v128.load(xp, 64)));
+  i1 = i32x4.add(i1, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w2), v128.load(xp, 80)));
+  i0 = i32x4.add(i0, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w3), v128.load(xp, 96)));
+  i1 = i32x4.add(i1, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w3), v128.load(xp, 112)));
+  return i32x4.add(i0, i1);
+}
+
+/**
+ * int8 mat-vec: xq is int16 [T, K] (per-token scale in xsc[t]), W int8 [rowsP, K], sc f32 [rowsP, K/64].
+ * Two rows per pass share the activation loads.
+ */
 export function mv_i8(lo: i32, hi: i32, out: usize, xq: usize, W: usize, K: i32, T: i32, xsc: usize, os: i32, bias: usize, act: i32, acc: i32, rows: i32, sc: usize): void {
   if (hi > rows) hi = rows;
   const G = K >> 6;
   for (let t = 0; t < T; t++) {
     const xt = xq + ((<usize>t * <usize>K) << 1);
     const xscale = load<f32>(xsc + f4(<usize>t));
-    for (let r = lo; r < hi; r++) {
+    let r = lo;
+    for (; r + 1 < hi; r += 2) {
+      const wa = W + <usize>r * <usize>K, wb = wa + <usize>K;
+      const sa = sc + f4(<usize>r * <usize>G), sb = sa + f4(<usize>G);
+      let fa = f32x4.splat(0), fb = fa;
+      for (let g = 0; g < G; g++) {
+        const xp = xt + (<usize>g << 7);
+        const x0 = v128.load(xp), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
+        const ia = dotI8(wa + (<usize>g << 6), xp, x0, x1, x2, x3);
+        const ib = dotI8(wb + (<usize>g << 6), xp, x0, x1, x2, x3);
+        fa = madd(f32x4.convert_i32x4_s(ia), v128.load32_splat(sa + f4(<usize>g)), fa);
+        fb = madd(f32x4.convert_i32x4_s(ib), v128.load32_splat(sb + f4(<usize>g)), fb);
+      }
+      const o = out + f4(<usize>(t * os + r));
+      finish(o, hsum(fa) * xscale, bias, r, act, acc);
+      finish(o + 4, hsum(fb) * xscale, bias, r + 1, act, acc);
+    }
+    if (r < hi) {
       const w = W + <usize>r * <usize>K;
       const s = sc + f4(<usize>r * <usize>G);
       let fa = f32x4.splat(0);
       for (let g = 0; g < G; g++) {
-        const wp = w + (<usize>g << 6), xp = xt + (<usize>g << 7);
-        const w0 = v128.load(wp), w1 = v128.load(wp, 16), w2 = v128.load(wp, 32), w3 = v128.load(wp, 48);
-        let i0 = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w0), v128.load(xp));
-        let i1 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w0), v128.load(xp, 16));
-        i0 = i32x4.add(i0, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w1), v128.load(xp, 32)));
-        i1 = i32x4.add(i1, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w1), v128.load(xp, 48)));
-        i0 = i32x4.add(i0, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w2), v128.load(xp, 64)));
-        i1 = i32x4.add(i1, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w2), v128.load(xp, 80)));
-        i0 = i32x4.add(i0, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(w3), v128.load(xp, 96)));
-        i1 = i32x4.add(i1, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(w3), v128.load(xp, 112)));
-        fa = madd(f32x4.convert_i32x4_s(i32x4.add(i0, i1)), v128.load32_splat(s + f4(<usize>g)), fa);
+        const xp = xt + (<usize>g << 7);
+        const ia = dotI8(w + (<usize>g << 6), xp, v128.load(xp), v128.load(xp, 16), v128.load(xp, 32), v128.load(xp, 48));
+        fa = madd(f32x4.convert_i32x4_s(ia), v128.load32_splat(s + f4(<usize>g)), fa);
       }
       finish(out + f4(<usize>(t * os + r)), hsum(fa) * xscale, bias, r, act, acc);
     }

@@ -67,7 +67,7 @@ const OP_MM = 4, OP_WKV = 5, OP_MM64 = 6, OP_MMP = 7;
 const BLOCKED = /receptance|\.(a1|a2)$/;
 /** DTYPE code of matrices kept in f32 and multiplied with f64 accumulation (the decay LoRA). */
 const PRECISE = 4;
-const DECAY_LORA = /\.(w1|w2)$/;
+const DECAY_LORA: RegExp | undefined = undefined; // e.g. /\.(w1|w2)$/ (did not measurably help)
 /** Below this many multiply-adds an op runs on the main thread alone (a hand-off costs a few µs). */
 const PAR_MIN_MACS = 1 << 16;
 const LORA_NAME = /\.(w1|w2|a1|a2|v1|v2|g1|g2)$/;
@@ -256,7 +256,7 @@ export class WasmBackend implements Backend {
   matrix(m: HostMatrix): Mat {
     // int8 quantizes the large Linear weights; the small LoRA factors (≈3% of the bytes, and the most sensitive:
     // they feed the decay, a, v and gate through sigmoids) stay bf16.
-    const precise = DECAY_LORA.test(m.name);
+    const precise = DECAY_LORA !== undefined && DECAY_LORA.test(m.name);
     const dt: WeightDType = precise ? 'f32' : this.weightDType === 'int8' && LORA_NAME.test(m.name) ? 'bf16' : this.weightDType;
     const K = paddedCols(m.cols, dt), R = paddedRows(m.rows);
     const bytes = matrixBytes(m.rows, m.cols, dt);
