@@ -239,28 +239,6 @@ export function mv_i8(lo: i32, hi: i32, out: usize, xq: usize, W: usize, K: i32,
   }
 }
 
-/**
- * f64-accumulating mat-vec/mat-mat over f32 weights, for the small decay LoRA (w1, w2): its output goes through
- * exp(-sigmoid) into a decay that multiplies the state at every step, so a rounding error there is repeated
- * coherently on repetitive input. Products and sums in f64 (2 lanes), rows [lo, hi), all T tokens.
- */
-export function mm64(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32): void {
-  if (hi > rows) hi = rows;
-  for (let r = lo; r < hi; r++) {
-    const w = W + f4(<usize>r * <usize>K);
-    for (let t = 0; t < T; t++) {
-      const xt = x + f4(<usize>(t * xs));
-      let a0 = f64x2.splat(0), a1 = a0;
-      for (let c = 0; c < K; c += 4) {
-        const wv = v128.load(w + f4(<usize>c)), xv = v128.load(xt + f4(<usize>c));
-        a0 = f64x2.add(a0, f64x2.mul(f64x2.promote_low_f32x4(wv), f64x2.promote_low_f32x4(xv)));
-        a1 = f64x2.add(a1, f64x2.mul(f64x2.promote_low_f32x4(v128.shuffle<f32>(wv, wv, 2, 3, 0, 1)), f64x2.promote_low_f32x4(v128.shuffle<f32>(xv, xv, 2, 3, 0, 1))));
-      }
-      finish64(out + f4(<usize>(t * os + r)), hsum64(f64x2.add(a0, a1)), bias, r, act, acc);
-    }
-  }
-}
-
 /** Quantize T rows of x (stride xs, `cols` values) to int16 [T, K] with one scale per row (max|x| → 32767). */
 export function quant_x(xq: usize, xsc: usize, x: usize, T: i32, xs: i32, cols: i32, K: i32): void {
   for (let t = 0; t < T; t++) {

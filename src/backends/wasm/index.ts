@@ -48,7 +48,7 @@ class WMat implements Mat {
 }
 
 interface Kernels {
-  mv_f32: Function; mv_bf16: Function; mv_f16: Function; mv_i8: Function; mm: Function; wkv: Function; mm64: Function; mmp: Function;
+  mv_f32: Function; mv_bf16: Function; mv_f16: Function; mv_i8: Function; mm: Function; wkv: Function; mmp: Function;
   quant_x(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
   pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
   layer_norm(out: number, x: number, w: number, b: number, T: number, n: number, groups: number, eps: number): void;
@@ -60,14 +60,11 @@ interface Kernels {
 }
 
 /** Kernels the thread pool can split, by op index. */
-const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv', 'mm64', 'mmp'] as const;
+const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv', 'mmp'] as const;
 const OP_MV = [0, 1, 2, 3]; // by DTYPE_CODE
-const OP_MM = 4, OP_WKV = 5, OP_MM64 = 6, OP_MMP = 7;
+const OP_MM = 4, OP_WKV = 5, OP_MMP = 6;
 /** Matrices multiplied with blocked f64 accumulation in prefill (their errors are amplified by the state). */
 const BLOCKED = /receptance|\.(a1|a2)$/;
-/** DTYPE code of matrices kept in f32 and multiplied with f64 accumulation (the decay LoRA). */
-const PRECISE = 4;
-const DECAY_LORA: RegExp | undefined = undefined; // e.g. /\.(w1|w2)$/ (did not measurably help)
 /** Below this many multiply-adds an op runs on the main thread alone (a hand-off costs a few µs). */
 const PAR_MIN_MACS = 1 << 16;
 const LORA_NAME = /\.(w1|w2|a1|a2|v1|v2|g1|g2)$/;
@@ -256,8 +253,7 @@ export class WasmBackend implements Backend {
   matrix(m: HostMatrix): Mat {
     // int8 quantizes the large Linear weights; the small LoRA factors (≈3% of the bytes, and the most sensitive:
     // they feed the decay, a, v and gate through sigmoids) stay bf16.
-    const precise = DECAY_LORA !== undefined && DECAY_LORA.test(m.name);
-    const dt: WeightDType = precise ? 'f32' : this.weightDType === 'int8' && LORA_NAME.test(m.name) ? 'bf16' : this.weightDType;
+    const dt: WeightDType = this.weightDType === 'int8' && LORA_NAME.test(m.name) ? 'bf16' : this.weightDType;
     const K = paddedCols(m.cols, dt), R = paddedRows(m.rows);
     const bytes = matrixBytes(m.rows, m.cols, dt);
     const ptr = this.alloc(bytes, `matrix ${m.name} [${m.rows}, ${m.cols}] (${dt})`);
@@ -273,7 +269,7 @@ export class WasmBackend implements Backend {
     }
     this.weightBytes += bytes;
     if (K > this.maxK) this.growScratch(K);
-    return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes, precise ? PRECISE : DTYPE_CODE[dt], BLOCKED.test(m.name));
+    return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes, DTYPE_CODE[dt], BLOCKED.test(m.name));
   }
 
   /** Per-op scratch: one 4×K f32 tile per thread, a padded copy of x, and int16 x with per-row scales. */
@@ -321,12 +317,6 @@ export class WasmBackend implements Backend {
     const macs = rows * K * T;
     const items = macs < PAR_MIN_MACS ? 0 : 1; // 0: run on the main thread only
     const S = this.scratch;
-    if (dt === PRECISE) {
-      let xp = p(x), xs = cols;
-      if (K !== cols) { this.k.pad_rows(S.xpad, xp, T, cols, cols, K); xp = S.xpad; xs = K; }
-      this.par(OP_MM64, rows, 4, items, [p(out), xp, m.ptr, K, T, xs, rows, bias, act, acc, rows]);
-      return;
-    }
     if (T <= 2) {
       if (dt === 3) {
         this.k.quant_x(S.xq, S.xsc, p(x), T, cols, cols, K);
