@@ -20,6 +20,21 @@ import {
 
 export { matrixBytes, WASM_MAX_BYTES } from './layout.js';
 
+/**
+ * Wasm memory a model needs with weight dtype `dtype`: its matrices ([rows, cols, name] as in
+ * src/runtime/synthetic.ts `matrixShapes`), `vectorFloats` f32 vectors, state and activations for `maxChunk` rows.
+ */
+export function wasmModelBytes(
+  matrices: ReadonlyArray<readonly [number, number, string]>, dtype: WeightDType, extraFloats: number,
+): number {
+  let bytes = HEAP_BASE + extraFloats * 4;
+  for (const [rows, cols, name] of matrices) {
+    const dt: WeightDType = dtype === 'int8' && LORA_NAME.test(name) ? 'bf16' : dtype;
+    bytes += Math.ceil(matrixBytes(rows, cols, dt) / 64) * 64;
+  }
+  return bytes;
+}
+
 export interface WasmBackendOptions extends BackendOptions {
   /** SIMD flavour: relaxed when available (default), or force plain SIMD128. */
   simd?: 'auto' | 'plain';

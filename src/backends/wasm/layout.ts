@@ -7,14 +7,15 @@
  * columns pair-interleaved as [w0 w4 w1 w5 w2 w6 w3 w7] so the kernel widens 8 values with 2 SIMD ops; int8 adds an
  * f32 scale per row and 64 columns (symmetric: scale = max|w| / 127).
  *
- * What fits in the 4 GiB of wasm32 memory (weights except the embedding, which stays on the host, + activations):
- *   model   non-emb params  f32      bf16/f16  int8 (+6% scales)
- *   0.1B      ~0.14 G       0.55 GB  0.28 GB   0.15 GB   all fit
- *   0.4B      ~0.37 G       1.5 GB   0.74 GB   0.39 GB   all fit
- *   1.5B      ~1.34 G       5.4 GB ✗ 2.7 GB    1.4 GB    bf16/f16/int8 fit
- *   2.9B      ~2.7 G        ✗        5.4 GB ✗  2.9 GB    int8 only
- *   7.2B      ~6.7 G        ✗        ✗         7.1 GB ✗  none
- *   13.3B     ~12.9 G       ✗        ✗         ✗         none
+ * What fits in the 4 GiB of wasm32 memory (all weight matrices — the embedding stays on the host — plus vectors,
+ * state and 64-row activations; computed with wasmModelBytes(), GiB):
+ *   model    f32      bf16/f16  int8 (+ bf16 LoRA, f32 group scales)
+ *   0.1B     0.55     0.29      0.17     all fit
+ *   0.4B     1.46     0.74      0.42     all fit
+ *   1.5B     5.23 ✗   2.64      1.47     bf16/f16/int8
+ *   2.9B    10.4 ✗    5.23 ✗    2.89     int8 only
+ *   7.2B    25.9 ✗   13.0 ✗     7.13 ✗   none
+ *   13.3B   48.4 ✗   24.3 ✗    13.3 ✗    none
  */
 import type { HostMatrix, WeightDType } from '../kernels.js';
 
