@@ -111,6 +111,8 @@ export class WebGpuBackend implements Backend {
 
   /** Buffers whose first n elements hold 1 - w instead of the decay w (see `decay`). */
   private readonly oneMinus = new Map<GpuBuf, number>();
+  /** Bytes of all weight matrices uploaded (packed words and int8 scales), for bandwidth figures. */
+  weightBytes = 0;
   private error?: string;
   private disposed = false;
 
@@ -218,6 +220,7 @@ export class WebGpuBackend implements Backend {
       const words = packed.words.subarray(rowOff * packed.stride, (rowOff + n) * packed.stride);
       const part: MatPart = { id: nextId++, buffer: this.upload(words), rows: n, rowOff };
       if (packed.scales) part.scales = { id: nextId++, buffer: this.upload(packed.scales.subarray(rowOff, rowOff + n)) };
+      this.weightBytes += words.byteLength + (packed.scales ? n * 4 : 0);
       parts.push(part);
       if (rows === 0) break;
     }
@@ -228,6 +231,11 @@ export class WebGpuBackend implements Backend {
     const res: Resource[] = b instanceof GpuMat
       ? b.parts.flatMap((p) => (p.scales ? [p, p.scales] : [p]))
       : [b as GpuBuf];
+    if (b instanceof GpuMat) {
+      for (const p of b.parts) {
+        if (this.live.has(p.buffer)) this.weightBytes -= p.buffer.size + (p.scales ? p.scales.buffer.size : 0);
+      }
+    }
     for (const r of res) {
       this.oneMinus.delete(r as GpuBuf);
       for (const key of this.groupsOf.get(r.id) ?? []) this.bindGroups.delete(key);
