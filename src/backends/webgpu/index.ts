@@ -64,8 +64,28 @@ async function requestAdapter(gpu: GPU, allowFallback: boolean): Promise<GPUAdap
   }
 }
 
+/**
+ * On Linux, Dawn reaches GPUs through the Vulkan loader; where `libvulkan.so.1` is absent it prints loader warnings
+ * to stderr before reporting no adapter. `auto` checks for the loader first (the dynamic linker's cache and
+ * LD_LIBRARY_PATH) so that a CPU-only machine gets one clean notice instead.
+ */
+async function vulkanLoaderMissing(): Promise<boolean> {
+  if (typeof process === 'undefined' || process.platform !== 'linux') return false;
+  const { existsSync, readFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const lib = 'libvulkan.so.1';
+  if ((env('LD_LIBRARY_PATH') ?? '').split(':').some((d) => d && existsSync(join(d, lib)))) return false;
+  try {
+    if (readFileSync('/etc/ld.so.cache').includes(lib)) return false;
+  } catch {
+    return false; // no cache to consult: let Dawn look for itself
+  }
+  return !['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/lib64', '/lib'].some((d) => existsSync(join(d, lib)));
+}
+
 /** `true` when a hardware (non-fallback) WebGPU adapter exists, else a short reason why not. */
 export async function findHardwareAdapter(): Promise<true | string> {
+  if (await vulkanLoaderMissing()) return 'no Vulkan loader (libvulkan.so.1) for WebGPU';
   const gpu = await getGpu();
   if (typeof gpu === 'string') return gpu;
   const adapter = await requestAdapter(gpu, false);
