@@ -59,8 +59,11 @@ export interface Backend {
   // ---- memory ----
   /** A zero-filled float buffer of `length` elements. */
   buffer(length: number): Buf;
-  /** Copy host values into `dst` starting at element `dstOffset` (default 0). */
-  write(dst: Buf, src: Float32Array, dstOffset?: number): void;
+  /**
+   * Copy host values into `dst` starting at element `dstOffset` (default 0). Float64Array input lets a backend
+   * that computes in double precision (js) keep it; f32 backends round it once.
+   */
+  write(dst: Buf, src: Float32Array | Float64Array, dstOffset?: number): void;
   /** Read `length` elements from `offset` (defaults: the whole buffer). Waits for all queued work. */
   read(src: Buf, offset?: number, length?: number): Promise<Float32Array>;
   /** `dst[dstOffset + i] = src[srcOffset + i]` for i < length. */

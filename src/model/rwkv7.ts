@@ -99,7 +99,7 @@ export class RWKV7 {
   private embed(x: Buf, ids: number[]): void {
     const { nEmbd: C } = this.config;
     const { emb, ln0w, ln0b } = this.weights;
-    const rows = new Float32Array(ids.length * C);
+    const rows = new Float64Array(ids.length * C);
     const e = new Float64Array(C);
     ids.forEach((id, t) => {
       emb.row(id, e);

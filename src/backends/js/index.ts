@@ -51,7 +51,7 @@ export class JsBackend implements Backend {
     return new JsBuf(length);
   }
 
-  write(dst: Buf, src: Float32Array, dstOffset = 0): void {
+  write(dst: Buf, src: Float32Array | Float64Array, dstOffset = 0): void {
     d(dst).set(src, dstOffset);
   }
 

@@ -153,7 +153,8 @@ export class WebGpuBackend implements Backend {
     return new GpuBuf(length, buffer);
   }
 
-  write(dst: Buf, src: Float32Array, dstOffset = 0): void {
+  write(dst: Buf, values: Float32Array | Float64Array, dstOffset = 0): void {
+    const src = values instanceof Float32Array ? values : Float32Array.from(values);
     const d = dst as GpuBuf;
     checkRange('write', d, dstOffset, src.length);
     if (src.length === 0) return;
