@@ -81,7 +81,7 @@ const OP_MM = 4, OP_WKV = 5, OP_MMP = 6;
 /** Matrices multiplied with blocked f64 accumulation in prefill (their errors are amplified by the state). */
 const BLOCKED = /receptance|\.(a1|a2)$/;
 /** Below this many multiply-adds an op runs on the main thread alone (a hand-off costs a few µs). */
-const PAR_MIN_MACS = 1 << 16;
+const PAR_MIN_MACS = 1 << 14;
 const LORA_NAME = /\.(w1|w2|a1|a2|v1|v2|g1|g2)$/;
 const ACT: Record<Activation, number> = { none: 0, tanh: 1, sigmoid: 2, relu2: 3 };
 
@@ -246,7 +246,7 @@ export class WasmBackend implements Backend {
     return new WBuf(length, this.alloc(bytes, 'a buffer'), bytes);
   }
 
-  write(dst: Buf, src: Float32Array, dstOffset = 0): void {
+  write(dst: Buf, src: Float32Array | Float64Array, dstOffset = 0): void {
     this.touch(p(dst));
     this.views();
     this.f32v.set(src, (dst as WBuf).ptr / 4 + dstOffset);
