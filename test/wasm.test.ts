@@ -5,12 +5,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { JsBackend } from '../src/backends/js/index.js';
 import { createWasmBackend, type WasmBackend } from '../src/backends/wasm/index.js';
 import type { Backend, Buf, HostMatrix, WeightDType, Activation } from '../src/backends/kernels.js';
 import { f32ToBf16, f32ToF16 } from '../src/backends/wasm/layout.js';
+import { perplexity } from '../src/runtime/metrics.js';
 import { loadModel } from '../src/runtime/load.js';
 import { verifyGolden } from '../src/runtime/verify.js';
 import { openSafetensors } from '../src/formats/safetensors.js';
@@ -139,7 +139,7 @@ const GOLDEN_TOL: Record<WeightDType, number> = { f32: 5e-5, bf16: 5e-5, f16: 5e
 
 for (const dtype of ['f32', 'bf16', 'f16', 'int8'] as const) {
   for (const threads of [1, 2]) {
-    test(`wasm golden verification (${dtype}, ${threads} thread(s))`, { skip: !existsSync(shared) && 'no ../shared' }, async () => {
+    test(`wasm golden verification (${dtype}, ${threads} thread(s))`, async () => {
       for (const [m, g] of GOLDEN) {
         const { model } = await loadModel(shared + m, { backend: 'wasm', dtype, threads });
         try {
@@ -158,24 +158,14 @@ for (const dtype of ['f32', 'bf16', 'f16', 'int8'] as const) {
 
 const PPL_REF = 44.627;
 for (const [dtype, slack] of [['f16', 0.005], ['int8', 0.02]] as const) {
-  test(`wasm perplexity with ${dtype} weights is within +${slack * 100}% of the reference`, { skip: !existsSync(shared) && 'no ../shared' }, async () => {
+  test(`wasm perplexity with ${dtype} weights is within +${slack * 100}% of the reference`, async () => {
     const st = openSafetensors(shared + 'fixtures/golden/storyteller.text.safetensors');
     const b = st.tensors.get('ppl.tokens')!.read();
     st.close();
     const tokens = new Int32Array(b.slice().buffer);
-    const { model, config } = await loadModel(shared + 'models/rwkv7-storyteller-L6-D192.pth', { backend: 'wasm', dtype, threads: 2 });
+    const { model } = await loadModel(shared + 'models/rwkv7-storyteller-L6-D192.pth', { backend: 'wasm', dtype, threads: 2 });
     try {
-      const V = config.vocabSize;
-      const logits = await model.forward(tokens.subarray(0, tokens.length - 1), model.newState(), { allLogits: true });
-      let nll = 0;
-      for (let t = 0; t + 1 < tokens.length; t++) {
-        let mx = -Infinity;
-        for (let i = 0; i < V; i++) mx = Math.max(mx, logits[t * V + i]!);
-        let s = 0;
-        for (let i = 0; i < V; i++) s += Math.exp(logits[t * V + i]! - mx);
-        nll += mx + Math.log(s) - logits[t * V + tokens[t + 1]!]!;
-      }
-      const ppl = Math.exp(nll / (tokens.length - 1));
+      const { perplexity: ppl } = await perplexity(model, tokens);
       assert.ok(ppl <= PPL_REF * (1 + slack), `perplexity ${ppl} > ${PPL_REF} + ${slack * 100}%`);
       assert.ok(ppl >= PPL_REF * 0.98, `perplexity ${ppl} suspiciously low`);
     } finally {
