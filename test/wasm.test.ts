@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { JsBackend } from '../src/backends/js/index.js';
 import { createWasmBackend, type WasmBackend } from '../src/backends/wasm/index.js';
 import type { Backend, Buf, HostMatrix, WeightDType, Activation } from '../src/backends/kernels.js';
-import { f32ToBf16, f32ToF16 } from '../src/backends/wasm/layout.js';
+import { numberToBf16 as f32ToBf16, numberToF16 as f32ToF16 } from '../src/formats/dtype.js';
 import { perplexity } from '../src/runtime/metrics.js';
 import { loadModel } from '../src/runtime/load.js';
 import { verifyGolden } from '../src/runtime/verify.js';

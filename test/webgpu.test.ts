@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { Backend, Buf, HostMatrix, WeightDType } from '../src/backends/kernels.js';
 import { JsBackend } from '../src/backends/js/index.js';
 import { createWebGpuBackend, GPU_TUNING, type Tuning } from '../src/backends/webgpu/index.js';
-import { f32ToBf16, f32ToF16 } from '../src/backends/webgpu/pack.js';
+import { numberToBf16 as f32ToBf16, numberToF16 as f32ToF16 } from '../src/formats/dtype.js';
 import { loadModel } from '../src/runtime/load.js';
 import { verifyGolden, type VerifyMode } from '../src/runtime/verify.js';
 

@@ -70,6 +70,33 @@ export function toFloat32(ref: TensorRef): Float32Array {
   return bytesToFloat32(ref.dtype, ref.read());
 }
 
+const scalarF32 = new Float32Array(1);
+const scalarU32 = new Uint32Array(scalarF32.buffer);
+
+/** bf16 bit pattern -> its value (exact). */
+export function bf16ToNumber(h: number): number {
+  scalarU32[0] = h << 16;
+  return scalarF32[0]!;
+}
+
+/** f16 bit pattern -> its value (exact). */
+export function f16ToNumber(h: number): number {
+  scalarU32[0] = halfTable()[h & 0xffff]!;
+  return scalarF32[0]!;
+}
+
+/** A number rounded to f32, then to bf16 (nearest even): the bit pattern. */
+export function numberToBf16(x: number): number {
+  scalarF32[0] = x;
+  return f32BitsToBf16(scalarU32[0]!);
+}
+
+/** A number rounded to f32, then to f16 (nearest even): the bit pattern. */
+export function numberToF16(x: number): number {
+  scalarF32[0] = x;
+  return f32BitsToF16(scalarU32[0]!);
+}
+
 /** f32 bit pattern -> bf16 bit pattern, round to nearest even; NaN stays NaN. */
 export function f32BitsToBf16(x: number): number {
   x >>>= 0;

@@ -6,7 +6,7 @@
  */
 import type { Activation, Backend, Buf, HostMatrix, Mat, MatmulOptions, WeightDType } from '../kernels.js';
 import { UserError } from '../../errors.js';
-import { bytesToFloat32, f32BitsToBf16 } from '../../formats/dtype.js';
+import { bytesToFloat32, fromFloat32 } from '../../formats/dtype.js';
 
 class JsBuf implements Buf {
   readonly data: Float64Array;
@@ -68,7 +68,7 @@ export class JsBackend implements Backend {
     if (this.weightDType === 'bf16') {
       if (m.dtype === 'BF16') return new JsMat(m.rows, m.cols, m.data.slice(0, n));
       const f32 = m.dtype === 'F32' ? m.data : bytesToFloat32('F16', u16Bytes(m.data));
-      return new JsMat(m.rows, m.cols, f32ToBf16(f32.subarray(0, n)));
+      return new JsMat(m.rows, m.cols, new Uint16Array(fromFloat32(f32.subarray(0, n), 'BF16').buffer));
     }
     if (m.dtype === 'F32') return new JsMat(m.rows, m.cols, m.data.slice(0, n));
     return new JsMat(m.rows, m.cols, bytesToFloat32(m.dtype, u16Bytes(m.data.subarray(0, n))));
@@ -218,9 +218,3 @@ export class JsBackend implements Backend {
 }
 
 const u16Bytes = (u: Uint16Array) => new Uint8Array(u.buffer, u.byteOffset, u.byteLength);
-
-/** f32 → bf16 bit patterns, round to nearest even. */
-function f32ToBf16(f32: Float32Array): Uint16Array {
-  const bits = new Uint32Array(f32.buffer, f32.byteOffset, f32.length);
-  return Uint16Array.from(bits, f32BitsToBf16);
-}

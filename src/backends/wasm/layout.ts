@@ -18,6 +18,8 @@
  *   13.3B   48.4 ✗   24.3 ✗    13.3 ✗    none
  */
 import type { HostMatrix, WeightDType } from '../kernels.js';
+import { numberToBf16, numberToF16 } from '../../formats/dtype.js';
+import { hostMatrixReader } from '../host-matrix.js';
 
 export const WASM_MAX_BYTES = 65536 * 65536; // 4 GiB
 /** Bytes below this address are reserved (AssemblyScript statics, the thread-pool control block). */
@@ -44,66 +46,9 @@ export function matrixBytes(rows: number, cols: number, dtype: WeightDType): num
   }
 }
 
-const f32buf = new Float32Array(1);
-const u32buf = new Uint32Array(f32buf.buffer);
-
-export function bf16ToF32(h: number): number {
-  u32buf[0] = h << 16;
-  return f32buf[0]!;
-}
-
-export function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-/** f32 → bf16 bits, round to nearest even (NaN stays NaN). */
-export function f32ToBf16(f: number): number {
-  f32buf[0] = f;
-  const x = u32buf[0]!;
-  if ((x & 0x7fffffff) > 0x7f800000) return (x >>> 16) | 0x40;
-  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-/** f32 → IEEE half bits, round to nearest even (overflow → ±inf, subnormals kept). */
-export function f32ToF16(f: number): number {
-  f32buf[0] = f;
-  const x = u32buf[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const e = (x >>> 23) & 0xff;
-  let m = x & 0x7fffff;
-  if (e === 255) return sign | 0x7c00 | (m ? 0x200 : 0);
-  const E = e - 127 + 15;
-  if (E >= 31) return sign | 0x7c00;
-  if (E <= 0) {
-    if (E < -10) return sign;
-    m |= 0x800000;
-    const shift = 14 - E;
-    let h = m >>> shift;
-    const rem = m & ((1 << shift) - 1), half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h++;
-    return sign | h;
-  }
-  let h = (E << 10) | (m >>> 13);
-  const rem = m & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
-  return sign | h;
-}
-
-/** Value of element i of a host matrix as a number. */
-function reader(m: HostMatrix): (i: number) => number {
-  if (m.dtype === 'F32') { const d = m.data; return (i) => d[i]!; }
-  const d = m.data;
-  return m.dtype === 'BF16' ? (i) => bf16ToF32(d[i]!) : (i) => f16ToF32(d[i]!);
-}
-
 /** Write `m` in the f32 layout into `dst` ([rowsP, K] floats, zero-filled). */
 export function layoutF32(m: HostMatrix, dst: Float32Array, K: number): void {
-  const get = reader(m);
+  const get = hostMatrixReader(m);
   for (let r = 0; r < m.rows; r++) for (let c = 0; c < m.cols; c++) dst[r * K + c] = get(r * m.cols + c);
 }
 
@@ -112,8 +57,8 @@ export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf
   const { rows, cols } = m;
   const same = (target === 'bf16' && m.dtype === 'BF16') || (target === 'f16' && m.dtype === 'F16');
   const src16 = m.data as Uint16Array;
-  const get = reader(m);
-  const enc = target === 'bf16' ? f32ToBf16 : f32ToF16;
+  const get = hostMatrixReader(m);
+  const enc = target === 'bf16' ? numberToBf16 : numberToF16;
   for (let r = 0; r < rows; r++) {
     const sb = r * cols, db = r * K;
     for (let c = 0; c < cols; c++) {
@@ -128,7 +73,7 @@ export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf
 /** Quantize `m` to int8 ([rowsP, K], zero-filled) with one scale per row and 64-column group (`scales` [rowsP, K/64]). */
 export function layoutInt8(m: HostMatrix, dst: Int8Array, scales: Float32Array, K: number): void {
   const { rows, cols } = m;
-  const get = reader(m);
+  const get = hostMatrixReader(m);
   const G = K / 64;
   const row = new Float64Array(K);
   for (let r = 0; r < rows; r++) {
