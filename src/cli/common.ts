@@ -52,7 +52,7 @@ function collectIds(v: string, prev: number[] | undefined): number[] {
 export interface ModelFlags {
   model?: string;
   backend: BackendName;
-  dtype: WeightDType;
+  dtype?: WeightDType;
   threads?: number;
 }
 
@@ -61,7 +61,7 @@ export function addModelOptions(cmd: Command): Command {
   return cmd
     .option('-m, --model <path>', 'checkpoint (.pth, .safetensors or fla/HF folder); default: the bundled storyteller model')
     .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(', ')}`, parseBackendName, 'auto' as BackendName)
-    .option('--dtype <type>', `weight storage type: ${WEIGHT_DTYPES.join(', ')}`, parseWeightDType, 'f32' as WeightDType)
+    .option('--dtype <type>', `weight storage type: ${WEIGHT_DTYPES.join(', ')} (default: the checkpoint's own, e.g. bf16 for official releases; f32 on the js backend)`, parseWeightDType)
     .option('--threads <n>', 'CPU worker threads for the wasm backend (default: number of cores)', parseInteger('--threads', 1));
 }
 

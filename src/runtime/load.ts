@@ -5,7 +5,8 @@
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { openCheckpoint } from '../formats/index.js';
-import type { FileFormat, Layout } from '../formats/types.js';
+import type { Checkpoint, FileFormat, Layout } from '../formats/types.js';
+import type { WeightDType } from '../backends/kernels.js';
 import { configFromCheckpoint, type ModelConfig } from '../model/config.js';
 import { loadWeights, type LoadProgress } from '../model/weights.js';
 import { RWKV7 } from '../model/rwkv7.js';
@@ -16,7 +17,10 @@ import { UserError } from '../errors.js';
 export const DEFAULT_MODEL_PATH = fileURLToPath(new URL('../../assets/rwkv7-storyteller-L6-D192.pth', import.meta.url));
 
 export interface LoadOptions extends BackendOptions {
+  /** Compute backend (default `auto`). */
   backend?: BackendName;
+  /** Weight storage type (default: `defaultWeightDType`, the checkpoint's own). */
+  dtype?: WeightDType;
   onProgress?: LoadProgress;
 }
 
@@ -28,13 +32,29 @@ export interface LoadedModel {
   layout: Layout;
 }
 
+/**
+ * The weight dtype used when none is asked for: the checkpoint's own float type (bf16 for the official releases:
+ * exact, and half the bytes of f32), except on the js backend, which computes in f32/f64 and is fastest with f32.
+ */
+export function defaultWeightDType(ck: Checkpoint, backend: BackendName): WeightDType {
+  if (backend === 'js') return 'f32';
+  const head = ck.tensors.get('head.weight');
+  switch (head?.dtype) {
+    case 'BF16': return 'bf16';
+    case 'F16': return 'f16';
+    default: return 'f32';
+  }
+}
+
 export async function loadModel(path: string | undefined, opts: LoadOptions = {}): Promise<LoadedModel> {
   const p = path ?? DEFAULT_MODEL_PATH;
   if (!existsSync(p)) throw new UserError(`model not found: ${p}`);
   const ck = openCheckpoint(p);
   try {
     const config = configFromCheckpoint(ck);
-    const backend = await createBackend(opts.backend ?? 'auto', opts);
+    const backendName = opts.backend ?? 'auto';
+    const dtype = opts.dtype ?? defaultWeightDType(ck, backendName);
+    const backend = await createBackend(backendName, { ...opts, dtype });
     const weights = loadWeights(ck, config, backend, opts.onProgress);
     return { model: new RWKV7(backend, config, weights), config, path: p, format: ck.format, layout: ck.layout };
   } finally {
