@@ -173,3 +173,17 @@ for (const [dtype, slack] of [['f16', 0.005], ['int8', 0.02]] as const) {
     }
   });
 }
+
+test('a model too big for 4 GiB of wasm memory is refused before loading, naming the size', async () => {
+  const { assertModelFits } = await import('../src/runtime/fit.js');
+  const config = { nLayer: 24, nEmbd: 2048, headSize: 64, nHead: 32, vocabSize: 65536, dimFfn: 8192, lora: { decay: 96, a: 96, v: 64, gate: 256 } };
+  const f32 = await createWasmBackend({ dtype: 'f32', threads: 1 });
+  const bf16 = await createWasmBackend({ dtype: 'bf16', threads: 1 });
+  try {
+    assert.throws(() => assertModelFits(config, f32, 'model.pth'), /model\.pth with f32 weights needs 5\.\d\d GiB of wasm memory/);
+    assert.doesNotThrow(() => assertModelFits(config, bf16, 'model.pth'));
+  } finally {
+    await f32.dispose();
+    await bf16.dispose();
+  }
+});

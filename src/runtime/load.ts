@@ -12,6 +12,7 @@ import { loadWeights, type LoadProgress } from '../model/weights.js';
 import { RWKV7 } from '../model/rwkv7.js';
 import { createBackend, type BackendName, type BackendOptions } from '../backends/index.js';
 import { UserError } from '../errors.js';
+import { assertModelFits } from './fit.js';
 
 /** The small real model shipped inside the package (used when no --model is given). */
 export const DEFAULT_MODEL_PATH = fileURLToPath(new URL('../../assets/rwkv7-storyteller-L6-D192.pth', import.meta.url));
@@ -55,6 +56,7 @@ export async function loadModel(path: string | undefined, opts: LoadOptions = {}
     const backendName = opts.backend ?? 'auto';
     const dtype = opts.dtype ?? defaultWeightDType(ck, backendName);
     const backend = await createBackend(backendName, { ...opts, dtype });
+    assertModelFits(config, backend, p);
     const weights = loadWeights(ck, config, backend, opts.onProgress);
     return { model: new RWKV7(backend, config, weights), config, path: p, format: ck.format, layout: ck.layout };
   } finally {

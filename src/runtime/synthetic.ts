@@ -11,7 +11,7 @@ import { loadWeights } from '../model/weights.js';
 import { RWKV7 } from '../model/rwkv7.js';
 import type { Backend } from '../backends/kernels.js';
 import { UserError } from '../errors.js';
-import { wasmModelBytes, WASM_MAX_BYTES } from '../backends/wasm/index.js';
+import { assertModelFits } from './fit.js';
 
 export interface SyntheticShape {
   nLayer: number; nEmbd: number; headSize: number; vocabSize: number; dimFfn: number;
@@ -95,30 +95,8 @@ export function syntheticModel(size: string, backend: Backend): { model: RWKV7; 
   if (!shape) throw new UserError(`unknown synthetic size '${size}' (expected one of: ${Object.keys(SYNTHETIC_SHAPES).join(', ')})`);
   const ck = syntheticCheckpoint(shape);
   const config = configFromCheckpoint(ck);
-  if (backend.name === 'wasm') {
-    // Refuse up front what cannot fit in 4 GiB of wasm32 memory (see src/backends/wasm/layout.ts for the table).
-    const C = config.nEmbd, L = config.nLayer, chunk = backend.maxChunk;
-    const extra = L * (16 * C + 2 * C + config.nHead * config.headSize * config.headSize) + chunk * (24 * C + config.dimFfn + config.vocabSize);
-    const need = wasmModelBytes(matrixShapes(config), backend.weightDType, extra);
-    if (need > WASM_MAX_BYTES) {
-      throw new UserError(`synthetic ${size} with ${backend.weightDType} weights needs ${(need / 2 ** 30).toFixed(2)} GiB of wasm memory; the wasm backend has 4 GiB (try --dtype bf16 or int8)`);
-    }
-  }
+  assertModelFits(config, backend, `synthetic ${size}`);
   const weights = loadWeights(ck, config, backend);
   return { model: new RWKV7(backend, config, weights), config };
 }
 
-/** Number of weight-matrix values a decode step reads (all matrices; the embedding is a row lookup). */
-export function matrixShapes(c: ModelConfig): Array<[rows: number, cols: number, name: string]> {
-  const C = c.nEmbd, F = c.dimFfn;
-  const out: Array<[number, number, string]> = [];
-  for (let i = 0; i < c.nLayer; i++) {
-    for (const m of ['receptance', 'key', 'value', 'output']) out.push([C, C, `blocks.${i}.att.${m}.weight`]);
-    const loras: Array<[string, number]> = [['w', c.lora.decay], ['a', c.lora.a], ['g', c.lora.gate]];
-    if (i > 0) loras.push(['v', c.lora.v]);
-    for (const [x, r] of loras) { out.push([r, C, `blocks.${i}.att.${x}1`]); out.push([C, r, `blocks.${i}.att.${x}2`]); }
-    out.push([F, C, `blocks.${i}.ffn.key.weight`], [C, F, `blocks.${i}.ffn.value.weight`]);
-  }
-  out.push([c.vocabSize, C, 'head.weight']);
-  return out;
-}

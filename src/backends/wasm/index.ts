@@ -22,7 +22,7 @@ export { matrixBytes, WASM_MAX_BYTES } from './layout.js';
 
 /**
  * Wasm memory a model needs with weight dtype `dtype`: its matrices ([rows, cols, name] as in
- * src/runtime/synthetic.ts `matrixShapes`), `vectorFloats` f32 vectors, state and activations for `maxChunk` rows.
+ * src/runtime/fit.ts `matrixShapes`), `vectorFloats` f32 vectors, state and activations for `maxChunk` rows.
  */
 export function wasmModelBytes(
   matrices: ReadonlyArray<readonly [number, number, string]>, dtype: WeightDType, extraFloats: number,
