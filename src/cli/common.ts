@@ -118,16 +118,8 @@ export async function loadModelFromFlags(f: ModelFlags): Promise<LoadedModel & {
 
 // ---- sampling options ----
 
-export interface SamplingFlags {
-  temperature: number;
-  topP: number;
-  topK: number;
-  presencePenalty: number;
-  frequencyPenalty: number;
-  penaltyDecay: number;
-  seed?: number;
-  ban?: number[];
-}
+/** The sampling options as commander parses them (`--ban` is the options' `banTokens`). */
+export type SamplingFlags = Omit<SamplingOptions, 'banTokens'> & { ban?: number[] };
 
 /** --temperature, --top-p, --top-k, --presence-penalty, --frequency-penalty, --penalty-decay, --seed, --ban. */
 export function addSamplingOptions(cmd: Command, d: SamplingOptions): Command {
