@@ -172,10 +172,11 @@ export async function generate(
       break;
     }
     tokens.push(token);
-    logits = await model.forward([token], state);
     opts.onToken?.(token);
+    // Show the text before running the model on the token (lower latency); the state then takes the token in.
     const r = matcher.push(decoder.push(token));
     emit(r.emit);
+    logits = await model.forward([token], state);
     if (r.stopped) {
       finishReason = 'stop';
       stoppedBy = matcher.matched;
