@@ -61,6 +61,21 @@ test('chat with piped stdin: answers, /stats, /quit, exit 0', async () => {
   assert.match(lines[0]!, /backend js \| dtype f32/);
 });
 
+test('a failed /save or /load is reported and the chat goes on', async () => {
+  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    const p = execFile(process.execPath, ['--import', 'tsx', main, 'chat', '--max-tokens', '4', '--backend', 'js'], (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+    p.stdin!.end('/save /nonexistent-dir/x.safetensors\n/load /nonexistent.safetensors\n/load package.json\nHello\n/quit\n');
+  });
+  assert.equal(r.code, 0, r.stderr);
+  const all = r.stdout + r.stderr;
+  assert.match(all, /cannot save \/nonexistent-dir\/x\.safetensors: .*ENOENT/);
+  assert.match(all, /cannot load \/nonexistent\.safetensors: .*ENOENT/);
+  assert.match(all, /cannot load package\.json: .*not a safetensors file/);
+  assert.match(r.stdout, /Assistant:/);
+});
+
 const haveScript = spawnSync('script', ['--version']).status === 0;
 
 /** Drives `rwkv7 chat` in a pseudo-terminal: waits for output patterns, then types. */

@@ -23,6 +23,11 @@ interface ChatFlags extends ModelFlags, SamplingFlags {
   think?: boolean;
 }
 
+/** Errors of a /save or /load that the user can fix (bad path, bad or foreign file): reported, the chat goes on. */
+function isFileError(e: unknown): boolean {
+  return e instanceof UserError || e instanceof SyntaxError || typeof (e as NodeJS.ErrnoException)?.code === 'string';
+}
+
 /** Metadata key of the chat history in a state file written by /save. */
 const CHAT_META_KEY = 'rwkv7.chat';
 
@@ -155,14 +160,19 @@ async function runChat(f: ChatFlags, cmd: Command): Promise<void> {
       }
       case '/save': {
         if (!arg) { info('usage: /save FILE'); return true; }
-        const host = await chat.session.state.toHost();
-        saveState(arg, host, loaded.config, {
-          [CHAT_META_KEY]: JSON.stringify({
-            history: chat.history, think: chat.think, started: chat.started,
-            contextTokens: chat.session.stats.contextTokens, model: loaded.path,
-          }),
-        });
-        info(`(saved ${chat.history.turns.length} turn(s) to ${arg})`);
+        try {
+          const host = await chat.session.state.toHost();
+          saveState(arg, host, loaded.config, {
+            [CHAT_META_KEY]: JSON.stringify({
+              history: chat.history, think: chat.think, started: chat.started,
+              contextTokens: chat.session.stats.contextTokens, model: loaded.path,
+            }),
+          });
+          info(`(saved ${chat.history.turns.length} turn(s) to ${arg})`);
+        } catch (e) {
+          if (!isFileError(e)) throw e;
+          info(`cannot save ${arg}: ${(e as Error).message}`);
+        }
         return true;
       }
       case '/load': {
@@ -172,9 +182,10 @@ async function runChat(f: ChatFlags, cmd: Command): Promise<void> {
           const st = openSafetensors(arg);
           const meta = st.metadata[CHAT_META_KEY];
           st.close();
+          // Parse everything before touching the live conversation, so a bad file leaves it as it was.
+          const m = meta ? (JSON.parse(meta) as { history: ChatHistory; think?: boolean; started?: boolean; contextTokens?: number }) : undefined;
           chat.session.state.fromHost(host);
-          if (meta) {
-            const m = JSON.parse(meta) as { history: ChatHistory; think?: boolean; started?: boolean; contextTokens?: number };
+          if (m) {
             chat.restore(m.history, m.contextTokens ?? 0, m.started);
             if (m.think !== undefined) chat.think = m.think;
           } else {
@@ -183,8 +194,8 @@ async function runChat(f: ChatFlags, cmd: Command): Promise<void> {
           }
           info(`(loaded ${chat.history.turns.length} turn(s) from ${arg})`);
         } catch (e) {
-          if (e instanceof UserError || (e as NodeJS.ErrnoException).code === 'ENOENT') info(`cannot load ${arg}: ${(e as Error).message}`);
-          else throw e;
+          if (!isFileError(e)) throw e;
+          info(`cannot load ${arg}: ${(e as Error).message}`);
         }
         return true;
       }
