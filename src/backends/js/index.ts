@@ -28,6 +28,20 @@ const d = (b: Buf) => (b as JsBuf).data;
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
+/** Σ w[wb + c] · x[xb + c] for c < n, in float64 with four independent partial sums (they overlap in the CPU). */
+function dot(w: Float32Array, wb: number, x: Float64Array, xb: number, n: number): number {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let c = 0;
+  for (; c + 3 < n; c += 4) {
+    s0 += w[wb + c]! * x[xb + c]!;
+    s1 += w[wb + c + 1]! * x[xb + c + 1]!;
+    s2 += w[wb + c + 2]! * x[xb + c + 2]!;
+    s3 += w[wb + c + 3]! * x[xb + c + 3]!;
+  }
+  for (; c < n; c++) s0 += w[wb + c]! * x[xb + c]!;
+  return s0 + s1 + s2 + s3;
+}
+
 function activate(x: number, act: Activation): number {
   switch (act) {
     case 'none': return x;
@@ -99,30 +113,20 @@ export class JsBackend implements Backend {
     const bias = opts.bias ? d(opts.bias) : undefined;
     const act = opts.act ?? 'none';
     const acc = opts.accumulate ?? false;
-    const row = new Float64Array(cols);
-    const bits = data instanceof Uint16Array ? new Uint32Array(1) : undefined;
-    const f = bits ? new Float32Array(bits.buffer) : undefined;
+    // bf16 rows are widened (exactly) into one f32 row buffer; f32 rows are read in place.
+    const widened = data instanceof Uint16Array ? new Float32Array(cols) : undefined;
+    const widenedBits = widened ? new Uint32Array(widened.buffer) : undefined;
     for (let r = 0; r < rows; r++) {
-      // Widen one weight row once, then dot it with every token row.
-      const base = r * cols;
-      if (bits) {
-        for (let c = 0; c < cols; c++) { bits[0] = (data[base + c]! << 16) >>> 0; row[c] = f![0]!; }
+      let w: Float32Array, wb: number;
+      if (widened) {
+        const base = r * cols;
+        for (let c = 0; c < cols; c++) widenedBits![c] = data[base + c]! << 16;
+        w = widened; wb = 0;
       } else {
-        for (let c = 0; c < cols; c++) row[c] = data[base + c]!;
+        w = data as Float32Array; wb = r * cols;
       }
       for (let t = 0; t < T; t++) {
-        const xb = t * cols;
-        // Four independent partial sums let the CPU overlap the multiply-adds.
-        let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        let c = 0;
-        for (; c + 3 < cols; c += 4) {
-          s0 += row[c]! * xs[xb + c]!;
-          s1 += row[c + 1]! * xs[xb + c + 1]!;
-          s2 += row[c + 2]! * xs[xb + c + 2]!;
-          s3 += row[c + 3]! * xs[xb + c + 3]!;
-        }
-        for (; c < cols; c++) s0 += row[c]! * xs[xb + c]!;
-        const s = s0 + s1 + s2 + s3;
+        const s = dot(w, wb, xs, t * cols, cols);
         const i = t * rows + r;
         o[i] = acc ? o[i]! + s : activate(bias ? s + bias[r]! : s, act);
       }
