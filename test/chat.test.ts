@@ -45,13 +45,18 @@ test('Chat keeps one state across turns and closes every turn with a blank line'
   assert.equal(chat.history.turns.length, 0);
 });
 
-test('chat with piped stdin: answers, /stats, /quit, exit 0', async () => {
-  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    const p = execFile(process.execPath, ['--import', 'tsx', main, 'chat', '--max-tokens', '16', '--backend', 'js'], (err, stdout, stderr) => {
+/** Runs `rwkv7 chat --backend js ARGS` with `input` piped to stdin. */
+function pipedChat(args: string[], input: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = execFile(process.execPath, ['--import', 'tsx', main, 'chat', '--backend', 'js', ...args], (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
     });
-    p.stdin!.end('Hello\n/stats\n/quit\n');
+    p.stdin!.end(input);
   });
+}
+
+test('chat with piped stdin: answers, /stats, /quit, exit 0', async () => {
+  const r = await pipedChat(['--max-tokens', '16'], 'Hello\n/stats\n/quit\n');
   assert.equal(r.code, 0, r.stderr);
   const m = /Assistant:(.*)/s.exec(r.stdout);
   assert.ok(m && m[1]!.trim().length > 0, `no answer in ${JSON.stringify(r.stdout)}`);
@@ -62,12 +67,7 @@ test('chat with piped stdin: answers, /stats, /quit, exit 0', async () => {
 });
 
 test('a failed /save or /load is reported and the chat goes on', async () => {
-  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    const p = execFile(process.execPath, ['--import', 'tsx', main, 'chat', '--max-tokens', '4', '--backend', 'js'], (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-    });
-    p.stdin!.end('/save /nonexistent-dir/x.safetensors\n/load /nonexistent.safetensors\n/load package.json\nHello\n/quit\n');
-  });
+  const r = await pipedChat(['--max-tokens', '4'], '/save /nonexistent-dir/x.safetensors\n/load /nonexistent.safetensors\n/load package.json\nHello\n/quit\n');
   assert.equal(r.code, 0, r.stderr);
   const all = r.stdout + r.stderr;
   assert.match(all, /cannot save \/nonexistent-dir\/x\.safetensors: .*ENOENT/);

@@ -11,6 +11,7 @@ import type { Backend, Buf } from '../backends/kernels.js';
 import type { ModelConfig } from './config.js';
 import { openSafetensors, writeSafetensors } from '../formats/safetensors.js';
 import { FormatError } from '../errors.js';
+import { bytesToFloat32 } from '../formats/dtype.js';
 
 export interface HostState {
   /** [L, C] */
@@ -125,8 +126,7 @@ export function loadState(path: string, c: ModelConfig): HostState {
       if (t.dtype !== 'F32' || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
         throw new FormatError(`${path}: tensor '${name}' is ${t.dtype} [${t.shape.join(', ')}], expected F32 [${shape.join(', ')}] for this model`);
       }
-      const bytes = t.read();
-      return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+      return bytesToFloat32('F32', t.read());
     };
     return {
       attX: get('state.att_x', [L, C]),

@@ -6,7 +6,7 @@
  * wkv, `max|ours − ref| / max|ref|`; a group's state error is the largest of the three.
  */
 import { openSafetensors } from '../formats/safetensors.js';
-import type { TensorRef } from '../formats/types.js';
+import { bytesToFloat32 } from '../formats/dtype.js';
 import type { RWKV7 } from '../model/rwkv7.js';
 import { FormatError } from '../errors.js';
 
@@ -59,12 +59,6 @@ function maxRelError(a: Float32Array, ref: Float32Array): number {
   return scale === 0 ? m : m / scale;
 }
 
-function asF32(t: TensorRef): Float32Array {
-  const b = t.read();
-  const c = b.byteOffset % 4 === 0 ? b : b.slice();
-  return new Float32Array(c.buffer, c.byteOffset, c.byteLength / 4);
-}
-
 /** Read every group `X` that has `X.tokens` (I32) and `X.logits` (F32 [T, V]). */
 export function readGoldenGroups(path: string, vocabSize: number): Group[] {
   const st = openSafetensors(path);
@@ -81,9 +75,9 @@ export function readGoldenGroups(path: string, vocabSize: number): Group[] {
       if (lg.dtype !== 'F32' || lg.shape.length !== 2 || lg.shape[0] !== tokens.length || lg.shape[1] !== vocabSize) {
         throw new FormatError(`${path}: '${g}.logits' is ${lg.dtype} [${lg.shape.join(', ')}], expected F32 [${tokens.length}, ${vocabSize}] (does the golden file belong to this model?)`);
       }
-      const group: Group = { name: g, tokens, logits: asF32(lg) };
+      const group: Group = { name: g, tokens, logits: bytesToFloat32('F32', lg.read()) };
       const ax = st.tensors.get(`${g}.state.att_x`), fx = st.tensors.get(`${g}.state.ffn_x`), wk = st.tensors.get(`${g}.state.wkv`);
-      if (ax && fx && wk) group.state = { attX: asF32(ax), ffnX: asF32(fx), wkv: asF32(wk) };
+      if (ax && fx && wk) group.state = { attX: bytesToFloat32('F32', ax.read()), ffnX: bytesToFloat32('F32', fx.read()), wkv: bytesToFloat32('F32', wk.read()) };
       groups.push(group);
     }
     if (groups.length === 0) throw new FormatError(`${path}: no golden groups (tensors 'X.tokens' + 'X.logits') found`);
