@@ -15,7 +15,7 @@ import type { BackendOptions } from '../index.js';
 import { UserError } from '../../errors.js';
 import { ThreadPool } from './pool.js';
 import {
-  DTYPE_CODE, HEAP_BASE, WASM_MAX_BYTES, layout16, layoutF32, layoutInt8, matrixBytes, paddedCols, paddedRows,
+  DTYPE_CODE, HEAP_BASE, PREFETCH_PAD, WASM_MAX_BYTES, layout16, layoutF32, layoutInt8, matrixBytes, paddedCols, paddedRows,
 } from './layout.js';
 
 export { matrixBytes, WASM_MAX_BYTES } from './layout.js';
@@ -27,7 +27,7 @@ export { matrixBytes, WASM_MAX_BYTES } from './layout.js';
 export function wasmModelBytes(
   matrices: ReadonlyArray<readonly [number, number, string]>, dtype: WeightDType, extraFloats: number,
 ): number {
-  let bytes = HEAP_BASE + extraFloats * 4;
+  let bytes = HEAP_BASE + PREFETCH_PAD + extraFloats * 4;
   for (const [rows, cols, name] of matrices) {
     const dt: WeightDType = dtype === 'int8' && LORA_NAME.test(name) ? 'bf16' : dtype;
     bytes += Math.ceil(matrixBytes(rows, cols, dt) / 64) * 64;
@@ -65,6 +65,7 @@ class WMat implements Mat {
 interface Kernels {
   mv_f32: Function; mv_bf16: Function; mv_f16: Function; mv_i8: Function; mm: Function; wkv: Function; mmp: Function;
   quant_x(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
+  prefetch_distance(): number;
   pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
   layer_norm(out: number, x: number, w: number, b: number, T: number, n: number, groups: number, eps: number): void;
   shift_lerp(out: number, x: number, shift: number, mix: number, T: number, C: number): void;
@@ -190,6 +191,7 @@ export class WasmBackend implements Backend {
     readonly maxChunk: number,
   ) {
     this.k = exports as unknown as Kernels;
+    if (this.k.prefetch_distance() > PREFETCH_PAD) throw new Error('wasm kernels prefetch further than PREFETCH_PAD');
     this.views();
     this.growScratch(64);
   }
@@ -215,19 +217,19 @@ export class WasmBackend implements Backend {
     }
     const p = this.top;
     const end = p + size;
-    if (end > WASM_MAX_BYTES) {
+    if (end + PREFETCH_PAD > WASM_MAX_BYTES) {
       throw new UserError(
         `out of wasm memory allocating ${what} (${(size / 2 ** 20).toFixed(1)} MiB): the wasm backend has 4 GiB in all and ` +
         `${(p / 2 ** 30).toFixed(2)} GiB are in use. Use a smaller weight dtype (--dtype bf16 or int8) or a smaller model.`,
       );
     }
     const have = this.memory.buffer.byteLength;
-    if (end > have) {
-      const grow = Math.max(Math.ceil((end - have) / 65536), Math.min(Math.ceil(have / 65536 / 4), 65536 - have / 65536));
+    if (end + PREFETCH_PAD > have) {
+      const grow = Math.max(Math.ceil((end + PREFETCH_PAD - have) / 65536), Math.min(Math.ceil(have / 65536 / 4), 65536 - have / 65536));
       try {
         this.memory.grow(Math.min(grow, 65536 - have / 65536));
       } catch {
-        this.memory.grow(Math.ceil((end - have) / 65536));
+        this.memory.grow(Math.ceil((end + PREFETCH_PAD - have) / 65536));
       }
       this.views();
     }
