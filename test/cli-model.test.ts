@@ -31,6 +31,23 @@ test('verify --json passes on the fla copy against the .pth golden file', async 
   }
 });
 
+test('verify --dtype int8: fails against the golden outputs with an explanation, passes --against js', async () => {
+  const args = ['verify', '--model', shared('fixtures/models/tiny-l2-d128.pth'), '--golden', shared('fixtures/golden/tiny-l2-d128.golden.safetensors'), '--backend', 'wasm', '--dtype', 'int8'];
+  const golden = await rwkv7(...args);
+  assert.equal(golden.code, 1, golden.stderr);
+  assert.match(golden.stdout, /against the golden outputs/);
+  assert.match(golden.stdout, /FAIL: max deviation .*\(tolerance 0\.05\)\nnote: 8-bit weights alone/);
+  const js = await rwkv7(...args, '--against', 'js', '--json');
+  assert.equal(js.code, 0, js.stderr);
+  const j = JSON.parse(js.stdout);
+  assert.equal(j.against, 'js');
+  assert.equal(j.pass, true);
+  assert.ok(j.max_deviation > 0 && j.max_deviation <= 2e-2, String(j.max_deviation));
+  const bad = await rwkv7(...args, '--against', 'numpy');
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /--against must be golden or js/);
+});
+
 test('verify exits 1 when over tolerance, and names a mismatched golden file', async () => {
   const over = await rwkv7('verify', '--model', shared('fixtures/models/tiny-l2-d128.pth'), '--golden', shared('fixtures/golden/tiny-l2-d128.golden.safetensors'), '--backend', 'js', '--mode', 'seq', '--tolerance', '1e-12');
   assert.equal(over.code, 1);

@@ -9,6 +9,9 @@ import { loadModel } from '../src/runtime/load.js';
 import { verifyGolden, deviation } from '../src/runtime/verify.js';
 import { saveState, loadState } from '../src/model/state.js';
 import { UserError } from '../src/errors.js';
+import { INT8_GROUP, quantizeRowInt8 } from '../src/backends/quant.js';
+import { JsBackend } from '../src/backends/js/index.js';
+import { f16ToNumber, numberToF16 } from '../src/formats/dtype.js';
 
 const shared = (p: string) => fileURLToPath(new URL(`../../shared/${p}`, import.meta.url));
 // The spec bound is 1e-5; the js backend computes in float64 and holds 1e-6, which catches regressions early.
@@ -92,4 +95,32 @@ test('a state file for another model is refused', async () => {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('int8 quantization: a scale per row and 64 columns, |w − q·s| ≤ s/2, zero groups stay zero; the js backend uses it', () => {
+  const row = new Float64Array(3 * INT8_GROUP);
+  for (let c = 0; c < INT8_GROUP; c++) row[c] = Math.sin(c * 1.7) * 2;
+  row[5] = -2.54; // the group's largest magnitude: scale 0.02, q = -127
+  for (let c = 2 * INT8_GROUP; c < 3 * INT8_GROUP; c++) row[c] = (c % 7) * 1e-3;
+  const q = new Int8Array(row.length), scales = new Float32Array(3);
+  quantizeRowInt8(row, q, 0, scales, 0);
+  assert.equal(scales[0], Math.fround(2.54 / 127));
+  assert.equal(q[5], -127);
+  assert.equal(scales[1], 0);
+  assert.ok(q.subarray(INT8_GROUP, 2 * INT8_GROUP).every((v) => v === 0));
+  assert.equal(scales[2], Math.fround(6e-3 / 127));
+  for (let c = 0; c < row.length; c++) {
+    const s = scales[Math.floor(c / INT8_GROUP)]!;
+    assert.ok(Math.abs(row[c]! - q[c]! * s) <= s / 2 + 1e-12, `column ${c}`);
+  }
+
+  const data = Float32Array.from(row);
+  const m = (name: string) => ({ name, rows: 1, cols: row.length, dtype: 'F32' as const, data });
+  const int8 = new JsBackend('int8');
+  const key = int8.matrix(m('blocks.0.att.key.weight')) as unknown as { data: Float32Array };
+  for (let c = 0; c < row.length; c++) assert.equal(key.data[c], Math.fround(q[c]! * scales[Math.floor(c / INT8_GROUP)]!));
+  const lora = int8.matrix(m('blocks.0.att.w1')) as unknown as { data: Uint16Array };
+  assert.ok(lora.data instanceof Uint16Array, 'LoRA factors stay bf16');
+  const f16 = new JsBackend('f16').matrix(m('head.weight')) as unknown as { data: Float32Array };
+  for (let c = 0; c < row.length; c++) assert.equal(f16.data[c], f16ToNumber(numberToF16(data[c]!)));
 });

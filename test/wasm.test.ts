@@ -27,8 +27,9 @@ function maxRel(a: Float32Array, b: Float32Array): number {
   return m / Math.max(s, 1e-30);
 }
 
+/** `f` on the js reference backend (same weight storage as `wasm`) and on `wasm`. */
 async function both<T>(wasm: Backend, f: (b: Backend) => Promise<T>): Promise<[T, T]> {
-  return [await f(new JsBackend('f32')), await f(wasm)];
+  return [await f(new JsBackend(wasm.weightDType)), await f(wasm)];
 }
 
 function buf(b: Backend, data: Float32Array): Buf {
@@ -45,8 +46,9 @@ function hostMatrix(rows: number, cols: number, dtype: 'F32' | 'BF16' | 'F16'): 
 }
 
 const SOURCE: Record<WeightDType, 'F32' | 'BF16' | 'F16'> = { f32: 'F32', bf16: 'BF16', f16: 'F16', int8: 'BF16' };
-// int8 quantization (per 64-column group) of uniform weights: ~0.4% of the group max per value, seen through tanh/sigmoid of large pre-activations.
-const MATMUL_TOL: Record<WeightDType, number> = { f32: 2e-6, bf16: 2e-6, f16: 2e-6, int8: 8e-2 };
+// The js reference stores the same weights (f16-rounded, or the same int8 quantization), so only arithmetic differs;
+// for int8 the mat-vec (T ≤ 2) also rounds x to int16 per token (~1/65534 of max|x| per value).
+const MATMUL_TOL: Record<WeightDType, number> = { f32: 2e-6, bf16: 2e-6, f16: 2e-6, int8: 5e-5 };
 
 for (const threads of [1, 2]) {
   for (const dtype of ['f32', 'bf16', 'f16', 'int8'] as const) {
@@ -132,9 +134,11 @@ const GOLDEN: Array<[string, string]> = [
   ['fixtures/models/tiny-l3-d256.pth', 'fixtures/golden/tiny-l3-d256.golden.safetensors'],
   ['models/rwkv7-storyteller-L6-D192.pth', 'fixtures/golden/storyteller.text.safetensors'],
 ];
-// int8 (per-64-column-group scales) reaches 3e-2..7e-2 on ordinary steps but up to ~0.2 (storyteller prompt3) and
-// ~0.6 (the random tiny models' 'repeat' sequence, which amplifies any weight perturbation) — above the 5e-2 goal.
-// Its real-text perplexity is within 2% (tested below); this bound only guards against regressions.
+// int8 weights alone move the logits by 3e-2..7e-2 on ordinary steps, ~0.2 on storyteller prompt3 and ~0.6 on the
+// random tiny models' 'repeat' sequence (which amplifies any weight perturbation): the issue's 5e-2 cannot hold
+// against the golden outputs of the original weights (bench/quant-sensitivity.ts). Against the golden outputs this
+// bound only guards against regressions; the int8 kernels are checked against the int8 model itself (js backend,
+// same quantization, float64) below, and the cost on real text by perplexity.
 const GOLDEN_TOL: Record<WeightDType, number> = { f32: 5e-5, bf16: 5e-5, f16: 5e-3, int8: 0.7 };
 
 for (const dtype of ['f32', 'bf16', 'f16', 'int8'] as const) {
@@ -152,6 +156,24 @@ for (const dtype of ['f32', 'bf16', 'f16', 'int8'] as const) {
       }
     });
   }
+}
+
+// Measured (2 threads): max deviation 4.5e-4 / 2.3e-3 / 9.2e-3 / 1.8e-3 (rnn; seq ≤ 4.5e-4), state error ≤ 5.6e-4.
+for (const threads of [1, 2]) {
+  test(`wasm int8 matches the int8 model run by the js backend within 2e-2 (${threads} thread(s))`, async () => {
+    for (const [m, g] of GOLDEN) {
+      const { model } = await loadModel(shared + m, { backend: 'wasm', dtype: 'int8', threads });
+      const { model: ref } = await loadModel(shared + m, { backend: 'js', dtype: 'int8' });
+      try {
+        const r = await verifyGolden(model, shared + g, ['rnn', 'seq'], ref);
+        const worst = r.groups.reduce((a, b) => (b.max_deviation > a.max_deviation ? b : a));
+        assert.ok(r.max_deviation <= 2e-2, `${m}: max deviation ${r.max_deviation} (${worst.name}/${worst.mode})`);
+        assert.ok(r.max_state_rel_error! <= 2e-2, `${m}: state error ${r.max_state_rel_error}`);
+      } finally {
+        await model.backend.dispose();
+      }
+    }
+  });
 }
 
 // ---- perplexity on real text ----

@@ -87,9 +87,24 @@ export function readGoldenGroups(path: string, vocabSize: number): Group[] {
   }
 }
 
-export async function verifyGolden(model: RWKV7, goldenPath: string, modes: VerifyMode[] = ['rnn', 'seq']): Promise<VerifyReport> {
+/**
+ * Run every golden group's tokens through `model` from the zero state (token by token and/or as one sequence) and
+ * compare logits and final states with the golden file's — or, with `reference`, with that model's outputs for the
+ * same tokens (e.g. the js backend with the same weight dtype: the quantized model itself, without fast kernels).
+ */
+export async function verifyGolden(model: RWKV7, goldenPath: string, modes: VerifyMode[] = ['rnn', 'seq'], reference?: RWKV7): Promise<VerifyReport> {
   const V = model.config.vocabSize;
   const groups = readGoldenGroups(goldenPath, V);
+  if (reference) {
+    const refState = reference.newState();
+    for (const g of groups) {
+      refState.reset();
+      g.logits = await reference.forward(g.tokens, refState, { allLogits: true });
+      const h = await refState.toHost();
+      g.state = { attX: h.attX, ffnX: h.ffnX, wkv: h.wkv };
+    }
+    refState.free();
+  }
   const results: GroupResult[] = [];
   const state = model.newState();
   for (const g of groups) {

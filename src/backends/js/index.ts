@@ -3,10 +3,16 @@
  *
  * Activations and state are Float64Array (JavaScript numbers are doubles, so this costs nothing and keeps
  * the js backend within ~1e-7 of the float64 reference); weights are f32, or bf16 bit patterns widened on the fly.
+ *
+ * f16 and int8 are offered as references for the fast backends' lower-precision storage: the weights are rounded
+ * to f16, or quantized exactly as the wasm backend stores int8 (../quant.ts), then held as f32 and used in float64.
+ * So `--backend js --dtype int8` is the int8 model itself, without the wasm kernels' own rounding.
  */
 import type { Activation, Backend, Buf, HostMatrix, Mat, MatmulOptions, WeightDType } from '../kernels.js';
 import { UserError } from '../../errors.js';
-import { bytesToFloat32, fromFloat32 } from '../../formats/dtype.js';
+import { bytesToFloat32, f16ToNumber, fromFloat32, numberToF16 } from '../../formats/dtype.js';
+import { hostMatrixReader } from '../host-matrix.js';
+import { INT8_GROUP, quantizeRowInt8, storageDType } from '../quant.js';
 
 class JsBuf implements Buf {
   readonly data: Float64Array;
@@ -55,11 +61,7 @@ export class JsBackend implements Backend {
   readonly name = 'js';
   readonly maxChunk = 32;
 
-  constructor(readonly weightDType: WeightDType = 'f32') {
-    if (weightDType !== 'f32' && weightDType !== 'bf16') {
-      throw new UserError(`the js backend stores weights as f32 or bf16, not ${weightDType} (use --backend wasm for f16/int8)`);
-    }
-  }
+  constructor(readonly weightDType: WeightDType = 'f32') {}
 
   buffer(length: number): Buf {
     return new JsBuf(length);
@@ -79,7 +81,9 @@ export class JsBackend implements Backend {
 
   matrix(m: HostMatrix): Mat {
     const n = m.rows * m.cols;
-    if (this.weightDType === 'bf16') {
+    const dtype = storageDType(this.weightDType, m.name);
+    if (dtype === 'f16' || dtype === 'int8') return new JsMat(m.rows, m.cols, dtype === 'f16' ? roundedToF16(m) : dequantizedInt8(m));
+    if (dtype === 'bf16') {
       if (m.dtype === 'BF16') return new JsMat(m.rows, m.cols, m.data.slice(0, n));
       const f32 = m.dtype === 'F32' ? m.data : bytesToFloat32('F16', u16Bytes(m.data));
       return new JsMat(m.rows, m.cols, new Uint16Array(fromFloat32(f32.subarray(0, n), 'BF16').buffer));
@@ -219,6 +223,29 @@ export class JsBackend implements Backend {
 
   async sync(): Promise<void> {}
   dispose(): void {}
+}
+
+/** `m` rounded to f16 (round to nearest even), as f32. */
+function roundedToF16(m: HostMatrix): Float32Array {
+  const get = hostMatrixReader(m);
+  const out = new Float32Array(m.rows * m.cols);
+  for (let i = 0; i < out.length; i++) out[i] = f16ToNumber(numberToF16(get(i)));
+  return out;
+}
+
+/** `m` quantized to the int8 format of ../quant.ts and dequantized (q · scale) to f32. */
+function dequantizedInt8(m: HostMatrix): Float32Array {
+  const { rows, cols } = m;
+  const get = hostMatrixReader(m);
+  const K = Math.ceil(cols / INT8_GROUP) * INT8_GROUP;
+  const row = new Float64Array(K), q = new Int8Array(K), scales = new Float32Array(K / INT8_GROUP);
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) row[c] = get(r * cols + c);
+    quantizeRowInt8(row, q, 0, scales, 0);
+    for (let c = 0; c < cols; c++) out[r * cols + c] = q[c]! * scales[Math.floor(c / INT8_GROUP)]!;
+  }
+  return out;
 }
 
 const u16Bytes = (u: Uint16Array) => new Uint8Array(u.buffer, u.byteOffset, u.byteLength);

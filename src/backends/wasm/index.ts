@@ -14,6 +14,7 @@ import type { Activation, Backend, Buf, HostMatrix, Mat, MatmulOptions, WeightDT
 import type { BackendOptions } from '../index.js';
 import { UserError } from '../../errors.js';
 import { ThreadPool } from './pool.js';
+import { INT8_GROUP, storageDType } from '../quant.js';
 import {
   DTYPE_CODE, HEAP_BASE, PREFETCH_PAD, WASM_MAX_BYTES, layout16, layoutF32, layoutInt8, matrixBytes, paddedCols, paddedRows,
 } from './layout.js';
@@ -29,7 +30,7 @@ export function wasmModelBytes(
 ): number {
   let bytes = HEAP_BASE + PREFETCH_PAD + extraFloats * 4;
   for (const [rows, cols, name] of matrices) {
-    const dt: WeightDType = dtype === 'int8' && LORA_NAME.test(name) ? 'bf16' : dtype;
+    const dt = storageDType(dtype, name);
     bytes += Math.ceil(matrixBytes(rows, cols, dt) / 64) * 64;
   }
   return bytes;
@@ -83,7 +84,6 @@ const OP_MM = 4, OP_WKV = 5, OP_MMP = 6;
 const BLOCKED = /receptance|\.(a1|a2)$/;
 /** Below this many multiply-adds an op runs on the main thread alone (a hand-off costs a few µs). */
 const PAR_MIN_MACS = 1 << 14;
-const LORA_NAME = /\.(w1|w2|a1|a2|v1|v2|g1|g2)$/;
 const ACT: Record<Activation, number> = { none: 0, tanh: 1, sigmoid: 2, relu2: 3 };
 
 const isNode = typeof process !== 'undefined' && !!process.versions?.node;
@@ -268,9 +268,7 @@ export class WasmBackend implements Backend {
   }
 
   matrix(m: HostMatrix): Mat {
-    // int8 quantizes the large Linear weights; the small LoRA factors (≈3% of the bytes, and the most sensitive:
-    // they feed the decay, a, v and gate through sigmoids) stay bf16.
-    const dt: WeightDType = this.weightDType === 'int8' && LORA_NAME.test(m.name) ? 'bf16' : this.weightDType;
+    const dt = storageDType(this.weightDType, m.name); // int8 keeps the LoRA factors bf16 (../quant.ts)
     const K = paddedCols(m.cols, dt), R = paddedRows(m.rows);
     const bytes = matrixBytes(m.rows, m.cols, dt);
     const ptr = this.alloc(bytes, `matrix ${m.name} [${m.rows}, ${m.cols}] (${dt})`);
@@ -281,7 +279,7 @@ export class WasmBackend implements Backend {
       case 'bf16': case 'f16': layout16(m, new Uint16Array(buf, ptr, R * K), K, dt); break;
       case 'int8':
         sc = ptr + R * K;
-        layoutInt8(m, new Int8Array(buf, ptr, R * K), new Float32Array(buf, sc, R * (K / 64)), K);
+        layoutInt8(m, new Int8Array(buf, ptr, R * K), new Float32Array(buf, sc, R * (K / INT8_GROUP)), K);
         break;
     }
     this.weightBytes += bytes;

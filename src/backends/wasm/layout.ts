@@ -20,6 +20,7 @@
 import type { HostMatrix, WeightDType } from '../kernels.js';
 import { numberToBf16, numberToF16 } from '../../formats/dtype.js';
 import { hostMatrixReader } from '../host-matrix.js';
+import { INT8_GROUP, quantizeRowInt8 } from '../quant.js';
 
 export const WASM_MAX_BYTES = 65536 * 65536; // 4 GiB
 /** Bytes below this address are reserved (AssemblyScript statics, the thread-pool control block). */
@@ -30,7 +31,7 @@ export const PREFETCH_PAD = 4096;
 export const DTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1, f16: 2, int8: 3 };
 
 export function paddedCols(cols: number, dtype: WeightDType): number {
-  const q = dtype === 'int8' ? 64 : 16;
+  const q = dtype === 'int8' ? INT8_GROUP : 16;
   return Math.ceil(cols / q) * q;
 }
 
@@ -44,7 +45,7 @@ export function matrixBytes(rows: number, cols: number, dtype: WeightDType): num
   switch (dtype) {
     case 'f32': return R * K * 4;
     case 'bf16': case 'f16': return R * K * 2;
-    case 'int8': return R * K + R * (K / 64) * 4;
+    case 'int8': return R * K + R * (K / INT8_GROUP) * 4;
   }
 }
 
@@ -72,22 +73,13 @@ export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf
   }
 }
 
-/** Quantize `m` to int8 ([rowsP, K], zero-filled) with one scale per row and 64-column group (`scales` [rowsP, K/64]). */
+/** Quantize `m` to int8 ([rowsP, K], zero-filled) with one scale per row and group (`scales` [rowsP, K/INT8_GROUP]). */
 export function layoutInt8(m: HostMatrix, dst: Int8Array, scales: Float32Array, K: number): void {
   const { rows, cols } = m;
   const get = hostMatrixReader(m);
-  const G = K / 64;
   const row = new Float64Array(K);
   for (let r = 0; r < rows; r++) {
-    row.fill(0);
     for (let c = 0; c < cols; c++) row[c] = get(r * cols + c);
-    for (let g = 0; g < G; g++) {
-      let mx = 0;
-      for (let c = g * 64; c < g * 64 + 64; c++) mx = Math.max(mx, Math.abs(row[c]!));
-      const s = mx > 0 ? mx / 127 : 1;
-      const sf = Math.fround(s);
-      scales[r * G + g] = mx > 0 ? sf : 0;
-      for (let c = g * 64; c < g * 64 + 64; c++) dst[r * K + c] = mx > 0 ? Math.max(-127, Math.min(127, Math.round(row[c]! / sf))) : 0;
-    }
+    quantizeRowInt8(row, dst, r * K, scales, r * (K / INT8_GROUP));
   }
 }
