@@ -277,7 +277,7 @@ test('forced webgpu without an adapter: a clear error, exit 1; auto falls back t
     timeout: 60_000,
   });
   assert.equal(r.status, 1, `exit status ${r.status}\n${r.stdout}\n${r.stderr}`);
-  assert.match(r.stdout, /notice: .*(no WebGPU adapter|software).*using the wasm CPU backend/);
+  assert.match(r.stdout, /notice: .*(no WebGPU adapter|software|no Vulkan loader).*using the wasm CPU backend/);
   assert.match(r.stdout, /auto -> (wasm|js)/);
   assert.match(r.stderr, /rwkv7: --backend webgpu: no WebGPU adapter found/);
 });
