@@ -212,27 +212,31 @@ test('a model too big for 4 GiB of wasm memory is refused before loading, naming
 
 test('f16 weights widen exactly: every finite f16 value (subnormals and ±0 included), mat-vec and mat-mat', async () => {
   const { f16ToNumber } = await import('../src/formats/dtype.js');
-  const patterns = Array.from({ length: 65536 }, (_, h) => h).filter((h) => (h & 0x7c00) !== 0x7c00); // finite
-  const cols = 16, rows = Math.ceil(patterns.length / cols);
-  const data = new Uint16Array(rows * cols);
-  data.set(patterns);
-  const wb = await createWasmBackend({ dtype: 'f16', threads: 2 });
-  try {
-    const W = wb.matrix({ name: 'm', rows, cols, dtype: 'F16', data });
-    for (const T of [1, 3]) { // mat-vec, then mat-mat (the widened tile)
-      const out = wb.buffer(T * rows);
-      for (let j = 0; j < cols; j++) {
-        const x = new Float32Array(T * cols);
-        for (let t = 0; t < T; t++) x[t * cols + j] = 1; // picks column j
-        wb.matmul(out, buf(wb, x), W, T);
-        const got = await wb.read(out, (T - 1) * rows, rows);
-        for (let r = 0; r < rows; r++) {
-          const want = f16ToNumber(data[r * cols + j]!);
-          if (got[r] !== want) assert.fail(`T=${T}: f16 0x${data[r * cols + j]!.toString(16)} widened to ${got[r]}, expected ${want}`);
+  const finite = Array.from({ length: 65536 }, (_, h) => h).filter((h) => (h & 0x7c00) !== 0x7c00);
+  // |w| < 64 is stored ×2^10 (no subnormals left); a matrix with larger values is stored as is
+  for (const [patterns, shift] of [[finite.filter((h) => (h & 0x7fff) < 0x5400), 10], [finite, 0]] as const) {
+    const cols = 16, rows = Math.ceil(patterns.length / cols);
+    const data = new Uint16Array(rows * cols);
+    data.set(patterns);
+    const wb = await createWasmBackend({ dtype: 'f16', threads: 2 });
+    try {
+      const W = wb.matrix({ name: 'm', rows, cols, dtype: 'F16', data });
+      assert.equal((W as unknown as { f16Shift: number }).f16Shift, shift);
+      for (const T of [1, 3]) { // mat-vec, then mat-mat (the widened tile)
+        const out = wb.buffer(T * rows);
+        for (let j = 0; j < cols; j++) {
+          const x = new Float32Array(T * cols);
+          for (let t = 0; t < T; t++) x[t * cols + j] = 1; // picks column j
+          wb.matmul(out, buf(wb, x), W, T);
+          const got = await wb.read(out, (T - 1) * rows, rows);
+          for (let r = 0; r < rows; r++) {
+            const want = f16ToNumber(data[r * cols + j]!);
+            if (got[r] !== want) assert.fail(`shift ${shift}, T=${T}: f16 0x${data[r * cols + j]!.toString(16)} widened to ${got[r]}, expected ${want}`);
+          }
         }
       }
+    } finally {
+      await wb.dispose();
     }
-  } finally {
-    await wb.dispose();
   }
 });

@@ -90,13 +90,20 @@
 @inline function bf16hi(v: v128): v128 {
   return v128.and(v, i32x4.splat(0xffff0000));
 }
-// f16 pair-interleaved lanes → f32: move exponent+mantissa into f32 position, rescale by 2^112, or the sign back.
-@inline function f16lo(v: v128): v128 {
-  const mag = f32x4.mul(i32x4.shl(v128.and(v, i32x4.splat(0x7fff)), 13), f32x4.splat(5.192296858534828e33));
+// f16 pair-interleaved lanes → f32: move exponent+mantissa into f32 position, rescale by `mul`, or the sign back.
+// The host stores f16 matrices multiplied by 2^shift (shift 10 unless a value would overflow, see layout16), so
+// every nonzero weight is a normal f16 and the rescale never multiplies a subnormal f32: on x86 each such multiply
+// takes a microcode assist, and the ~0.2% of trained weights that are f16-subnormal cost ~30% of f16 mat-vec speed.
+/** 2^(112 − shift) in every lane: exact for any f16 stored ×2^shift. */
+@inline function f16mul(shift: i32): v128 {
+  return f32x4.splat(reinterpret<f32>((239 - shift) << 23));
+}
+@inline function f16lo(v: v128, mul: v128): v128 {
+  const mag = f32x4.mul(i32x4.shl(v128.and(v, i32x4.splat(0x7fff)), 13), mul);
   return v128.or(mag, i32x4.shl(v128.and(v, i32x4.splat(0x8000)), 16));
 }
-@inline function f16hi(v: v128): v128 {
-  const mag = f32x4.mul(v128.and(i32x4.shr_u(v, 3), i32x4.splat(0x0fffe000)), f32x4.splat(5.192296858534828e33));
+@inline function f16hi(v: v128, mul: v128): v128 {
+  const mag = f32x4.mul(v128.and(i32x4.shr_u(v, 3), i32x4.splat(0x0fffe000)), mul);
   return v128.or(mag, v128.and(v, i32x4.splat(0x80000000)));
 }
 
@@ -149,20 +156,20 @@ export function prefetch_distance(): i32 {
 }
 
 /** bf16 (and, with `f16`, f16) pass over rows ra and rb, as pairF32. */
-@inline function pair16(out: usize, xt: usize, W: usize, K: i32, ra: i32, rb: i32, both: bool, bias: usize, act: i32, acc: i32, f16: bool): v128 {
+@inline function pair16(out: usize, xt: usize, W: usize, K: i32, ra: i32, rb: i32, both: bool, bias: usize, act: i32, acc: i32, f16: bool, mul: v128): v128 {
   const wa = W + ((<usize>ra * <usize>K) << 1), wb = W + ((<usize>rb * <usize>K) << 1);
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0, pf = a0;
   for (let c: usize = 0; c < <usize>K; c += 16) {
     const pa = wa + (c << 1), pb = wb + (c << 1), xp = xt + f4(c);
     pf = ahead(pf, pa, pb);
     let u = v128.load(pa), v = v128.load(pb), xv = v128.load(xp);
-    a0 = madd(f16 ? f16lo(u) : bf16lo(u), xv, a0); b0 = madd(f16 ? f16lo(v) : bf16lo(v), xv, b0);
+    a0 = madd(f16 ? f16lo(u, mul) : bf16lo(u), xv, a0); b0 = madd(f16 ? f16lo(v, mul) : bf16lo(v), xv, b0);
     xv = v128.load(xp, 16);
-    a1 = madd(f16 ? f16hi(u) : bf16hi(u), xv, a1); b1 = madd(f16 ? f16hi(v) : bf16hi(v), xv, b1);
+    a1 = madd(f16 ? f16hi(u, mul) : bf16hi(u), xv, a1); b1 = madd(f16 ? f16hi(v, mul) : bf16hi(v), xv, b1);
     u = v128.load(pa, 16); v = v128.load(pb, 16); xv = v128.load(xp, 32);
-    a2 = madd(f16 ? f16lo(u) : bf16lo(u), xv, a2); b2 = madd(f16 ? f16lo(v) : bf16lo(v), xv, b2);
+    a2 = madd(f16 ? f16lo(u, mul) : bf16lo(u), xv, a2); b2 = madd(f16 ? f16lo(v, mul) : bf16lo(v), xv, b2);
     xv = v128.load(xp, 48);
-    a3 = madd(f16 ? f16hi(u) : bf16hi(u), xv, a3); b3 = madd(f16 ? f16hi(v) : bf16hi(v), xv, b3);
+    a3 = madd(f16 ? f16hi(u, mul) : bf16hi(u), xv, a3); b3 = madd(f16 ? f16hi(v, mul) : bf16hi(v), xv, b3);
   }
   finish(out + f4(<usize>ra), hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3))), bias, ra, act, acc);
   if (both) finish(out + f4(<usize>rb), hsum(f32x4.add(f32x4.add(b0, b1), f32x4.add(b2, b3))), bias, rb, act, acc);
@@ -191,13 +198,15 @@ export function mv_bf16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32
     const xt = x + f4(<usize>(t * xs)), ot = out + f4(<usize>(t * os));
     for (let i = 0; i < h; i++) {
       const rb = lo + h + i;
-      pf = v128.or(pf, pair16(ot, xt, W, K, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, false));
+      pf = v128.or(pf, pair16(ot, xt, W, K, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, false, f16mul(0)));
     }
   }
   sink = v128.or(sink, pf);
 }
 
-export function mv_f16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32): void {
+/** f16 mat-vec; W holds the weights ×2^shift. */
+export function mv_f16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, shift: i32): void {
+  const mul = f16mul(shift);
   if (hi > rows) hi = rows;
   const h = (hi - lo + 1) >> 1;
   let pf = i32x4.splat(0);
@@ -205,7 +214,7 @@ export function mv_f16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32,
     const xt = x + f4(<usize>(t * xs)), ot = out + f4(<usize>(t * os));
     for (let i = 0; i < h; i++) {
       const rb = lo + h + i;
-      pf = v128.or(pf, pair16(ot, xt, W, K, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, true));
+      pf = v128.or(pf, pair16(ot, xt, W, K, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, true, mul));
     }
   }
   sink = v128.or(sink, pf);
@@ -288,8 +297,8 @@ export function pad_rows(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i3
 // ---------------------------------------------------------------------------------------------------------------
 // mat-mat (prefill)
 
-/** Widen rows [r, r+4) of W (dtype 0 f32, 1 bf16, 2 f16, 3 int8) into `dst` [4, K] f32. */
-@inline function widenTile(dst: usize, W: usize, K: i32, r: i32, dtype: i32, sc: usize): void {
+/** Widen rows [r, r+4) of W (dtype 0 f32, 1 bf16, 2 f16 ×2^shift, 3 int8) into `dst` [4, K] f32. */
+@inline function widenTile(dst: usize, W: usize, K: i32, r: i32, dtype: i32, sc: usize, shift: i32): void {
   const n = <usize>K << 2; // 4 rows × K values
   if (dtype == 1 || dtype == 2) {
     const src = W + ((<usize>r * <usize>K) << 1);
@@ -299,8 +308,8 @@ export function pad_rows(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i3
         v128.store(dst + (i << 2), bf16lo(v));
         v128.store(dst + (i << 2), bf16hi(v), 16);
       } else {
-        v128.store(dst + (i << 2), f16lo(v));
-        v128.store(dst + (i << 2), f16hi(v), 16);
+        v128.store(dst + (i << 2), f16lo(v, f16mul(shift)));
+        v128.store(dst + (i << 2), f16hi(v, f16mul(shift)), 16);
       }
     }
   } else {
@@ -324,14 +333,14 @@ export function pad_rows(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i3
  * Row tiles [lo, hi) (multiples of 4) of out[t, r] = act(W[r] · x[t] + bias[r]) for all t < T.
  * x: f32 [T, K] with row stride xs (≥ K, zero-padded to K); scratch: this thread's 4 × K floats.
  */
-export function mm(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, dtype: i32, sc: usize, scratch: usize): void {
+export function mm(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, dtype: i32, sc: usize, scratch: usize, shift: i32): void {
   const rowBytes = f4(<usize>K);
   for (let r = lo; r < hi; r += 4) {
     let w0: usize;
     if (dtype == 0) {
       w0 = W + f4(<usize>r * <usize>K);
     } else {
-      widenTile(scratch, W, K, r, dtype, sc);
+      widenTile(scratch, W, K, r, dtype, sc, shift);
       w0 = scratch;
     }
     const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
@@ -380,14 +389,14 @@ export function mm(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: 
  * `mm` with blocked accumulation: f32 partial sums over 64-column blocks, summed across blocks in f64. For the
  * matrices whose outputs the state amplifies (receptance: y = S·r cancels; the a LoRA), at ~10% extra cost on them.
  */
-export function mmp(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, dtype: i32, sc: usize, scratch: usize): void {
+export function mmp(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, dtype: i32, sc: usize, scratch: usize, shift: i32): void {
   const rowBytes = f4(<usize>K);
   for (let r = lo; r < hi; r += 4) {
     let w0: usize;
     if (dtype == 0) {
       w0 = W + f4(<usize>r * <usize>K);
     } else {
-      widenTile(scratch, W, K, r, dtype, sc);
+      widenTile(scratch, W, K, r, dtype, sc, shift);
       w0 = scratch;
     }
     const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;

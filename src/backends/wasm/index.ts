@@ -60,6 +60,8 @@ class WMat implements Mat {
     readonly dt: number,
     /** Use the blocked-accumulation mat-mat kernel. */
     readonly blocked: boolean,
+    /** f16: the stored values are the weights ×2^f16Shift (layout16). */
+    readonly f16Shift: number,
   ) {}
 }
 
@@ -273,10 +275,10 @@ export class WasmBackend implements Backend {
     const bytes = matrixBytes(m.rows, m.cols, dt);
     const ptr = this.alloc(bytes, `matrix ${m.name} [${m.rows}, ${m.cols}] (${dt})`);
     const buf = this.memory.buffer;
-    let sc = 0;
+    let sc = 0, f16Shift = 0;
     switch (dt) {
       case 'f32': layoutF32(m, new Float32Array(buf, ptr, R * K), K); break;
-      case 'bf16': case 'f16': layout16(m, new Uint16Array(buf, ptr, R * K), K, dt); break;
+      case 'bf16': case 'f16': f16Shift = layout16(m, new Uint16Array(buf, ptr, R * K), K, dt); break;
       case 'int8':
         sc = ptr + R * K;
         layoutInt8(m, new Int8Array(buf, ptr, R * K), new Float32Array(buf, sc, R * (K / INT8_GROUP)), K);
@@ -284,7 +286,7 @@ export class WasmBackend implements Backend {
     }
     this.weightBytes += bytes;
     if (K > this.maxK) this.growScratch(K);
-    return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes, DTYPE_CODE[dt], BLOCKED.test(m.name));
+    return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes, DTYPE_CODE[dt], BLOCKED.test(m.name), f16Shift);
   }
 
   /** Per-op scratch: one 4×K f32 tile per thread, a padded copy of x, and int16 x with per-row scales. */
@@ -340,12 +342,12 @@ export class WasmBackend implements Backend {
       }
       let xp = p(x), xs = cols;
       if (K !== cols) { this.k.pad_rows(S.xpad, xp, T, cols, cols, K); xp = S.xpad; xs = K; }
-      this.par(OP_MV[dt]!, rows, 4, items, [p(out), xp, m.ptr, K, T, xs, rows, bias, act, acc, rows]);
+      this.par(OP_MV[dt]!, rows, 4, items, [p(out), xp, m.ptr, K, T, xs, rows, bias, act, acc, rows, m.f16Shift]);
       return;
     }
     let xp = p(x), xs = cols;
     if (K !== cols) { this.k.pad_rows(S.xpad, xp, T, cols, cols, K); xp = S.xpad; xs = K; }
-    this.par(m.blocked ? OP_MMP : OP_MM, m.rowsP, 4, items, [p(out), xp, m.ptr, K, T, xs, rows, bias, act, acc, rows, dt, m.sc, S.tile], 13, S.tileStride);
+    this.par(m.blocked ? OP_MMP : OP_MM, m.rowsP, 4, items, [p(out), xp, m.ptr, K, T, xs, rows, bias, act, acc, rows, dt, m.sc, S.tile, m.f16Shift], 13, S.tileStride);
   }
 
   /** Run a splittable kernel over `n` items on all threads, or on the main thread alone when `parallel` is 0. */

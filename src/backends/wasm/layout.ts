@@ -18,7 +18,7 @@
  *   13.3B   48.4 ✗   24.3 ✗    13.3 ✗    none
  */
 import type { HostMatrix, WeightDType } from '../kernels.js';
-import { numberToBf16, numberToF16 } from '../../formats/dtype.js';
+import { f16ToNumber, numberToBf16, numberToF16 } from '../../formats/dtype.js';
 import { hostMatrixReader } from '../host-matrix.js';
 import { INT8_GROUP, quantizeRowInt8 } from '../quant.js';
 
@@ -55,23 +55,40 @@ export function layoutF32(m: HostMatrix, dst: Float32Array, K: number): void {
   for (let r = 0; r < m.rows; r++) for (let c = 0; c < m.cols; c++) dst[r * K + c] = get(r * m.cols + c);
 }
 
-/** Write `m` as 16-bit patterns (bf16 or f16) in the pair-interleaved layout into `dst` ([rowsP, K], zero-filled). */
-export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf16' | 'f16'): void {
+/**
+ * Write `m` as 16-bit patterns (bf16 or f16) in the pair-interleaved layout into `dst` ([rowsP, K], zero-filled).
+ * Returns the power of two the values were stored multiplied by: 0 for bf16; for f16, 10 when every f16 value times
+ * 2^10 stays finite (|w| < 64, true of trained weights), else 0. Scaling by 2^10 is exact and makes every nonzero f16
+ * a normal number, so the kernels never multiply a subnormal (slow on x86; see wasm/kernels.ts, f16lo).
+ */
+export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf16' | 'f16'): number {
   const { rows, cols } = m;
-  const same = (target === 'bf16' && m.dtype === 'BF16') || (target === 'f16' && m.dtype === 'F16');
-  const src16 = m.data as Uint16Array;
   const get = hostMatrixReader(m);
-  const enc = target === 'bf16' ? numberToBf16 : numberToF16;
+  let value: (i: number) => number; // the stored 16-bit pattern of element i
+  let shift = 0;
+  if (target === 'bf16') {
+    value = m.dtype === 'BF16' ? (i) => (m.data as Uint16Array)[i]! : (i) => numberToBf16(get(i));
+  } else {
+    const h = m.dtype === 'F16' ? m.data as Uint16Array : Uint16Array.from({ length: rows * cols }, (_, i) => numberToF16(get(i)));
+    let big = false;
+    for (let i = 0; i < h.length && !big; i++) big = (h[i]! & 0x7fff) >= 0x5400; // |w| ≥ 64 (or inf/nan)
+    shift = big ? 0 : F16_SHIFT;
+    value = shift ? (i) => numberToF16(f16ToNumber(h[i]!) * 2 ** F16_SHIFT) : (i) => h[i]!;
+  }
   for (let r = 0; r < rows; r++) {
     const sb = r * cols, db = r * K;
     for (let c = 0; c < cols; c++) {
       // column c sits in group g = c & ~7 at slot 2k (k = c & 7 < 4) or 2(k-4)+1
       const k = c & 7;
       const slot = k < 4 ? 2 * k : 2 * (k - 4) + 1;
-      dst[db + (c & ~7) + slot] = same ? src16[sb + c]! : enc(get(sb + c));
+      dst[db + (c & ~7) + slot] = value(sb + c);
     }
   }
+  return shift;
 }
+
+/** The power of two f16 weights are stored multiplied by, when they allow it (see layout16). */
+export const F16_SHIFT = 10;
 
 /** Quantize `m` to int8 ([rowsP, K], zero-filled) with one scale per row and group (`scales` [rowsP, K/INT8_GROUP]). */
 export function layoutInt8(m: HostMatrix, dst: Int8Array, scales: Float32Array, K: number): void {
