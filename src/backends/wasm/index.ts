@@ -219,19 +219,20 @@ export class WasmBackend implements Backend {
     }
     const p = this.top;
     const end = p + size;
-    if (end + PREFETCH_PAD > WASM_MAX_BYTES) {
+    const need = end + PREFETCH_PAD; // the kernels' prefetch loads may read this far
+    if (need > WASM_MAX_BYTES) {
       throw new UserError(
         `out of wasm memory allocating ${what} (${(size / 2 ** 20).toFixed(1)} MiB): the wasm backend has 4 GiB in all and ` +
         `${(p / 2 ** 30).toFixed(2)} GiB are in use. Use a smaller weight dtype (--dtype bf16 or int8) or a smaller model.`,
       );
     }
     const have = this.memory.buffer.byteLength;
-    if (end + PREFETCH_PAD > have) {
-      const grow = Math.max(Math.ceil((end + PREFETCH_PAD - have) / 65536), Math.min(Math.ceil(have / 65536 / 4), 65536 - have / 65536));
+    if (need > have) {
+      const grow = Math.max(Math.ceil((need - have) / 65536), Math.min(Math.ceil(have / 65536 / 4), 65536 - have / 65536));
       try {
         this.memory.grow(Math.min(grow, 65536 - have / 65536));
       } catch {
-        this.memory.grow(Math.ceil((end + PREFETCH_PAD - have) / 65536));
+        this.memory.grow(Math.ceil((need - have) / 65536));
       }
       this.views();
     }

@@ -63,28 +63,25 @@ export function layoutF32(m: HostMatrix, dst: Float32Array, K: number): void {
  */
 export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf16' | 'f16'): number {
   const { rows, cols } = m;
+  const same = (target === 'bf16' && m.dtype === 'BF16') || (target === 'f16' && m.dtype === 'F16');
+  const src16 = m.data as Uint16Array;
   const get = hostMatrixReader(m);
-  let value: (i: number) => number; // the stored 16-bit pattern of element i
-  let shift = 0;
-  if (target === 'bf16') {
-    value = m.dtype === 'BF16' ? (i) => (m.data as Uint16Array)[i]! : (i) => numberToBf16(get(i));
-  } else {
-    const h = m.dtype === 'F16' ? m.data as Uint16Array : Uint16Array.from({ length: rows * cols }, (_, i) => numberToF16(get(i)));
-    let big = false;
-    for (let i = 0; i < h.length && !big; i++) big = (h[i]! & 0x7fff) >= 0x5400; // |w| ≥ 64 (or inf/nan)
-    shift = big ? 0 : F16_SHIFT;
-    value = shift ? (i) => numberToF16(f16ToNumber(h[i]!) * 2 ** F16_SHIFT) : (i) => h[i]!;
-  }
+  const enc = target === 'bf16' ? numberToBf16 : numberToF16;
+  let big = false; // an f16 value with |w| ≥ 64 (or inf/nan): ×2^10 would overflow
   for (let r = 0; r < rows; r++) {
     const sb = r * cols, db = r * K;
     for (let c = 0; c < cols; c++) {
       // column c sits in group g = c & ~7 at slot 2k (k = c & 7 < 4) or 2(k-4)+1
       const k = c & 7;
       const slot = k < 4 ? 2 * k : 2 * (k - 4) + 1;
-      dst[db + (c & ~7) + slot] = value(sb + c);
+      const h = same ? src16[sb + c]! : enc(get(sb + c));
+      dst[db + (c & ~7) + slot] = h;
+      if ((h & 0x7fff) >= 0x5400) big = true;
     }
   }
-  return shift;
+  if (target === 'bf16' || big) return 0;
+  for (let i = 0; i < rows * K; i++) if (dst[i]) dst[i] = numberToF16(f16ToNumber(dst[i]!) * 2 ** F16_SHIFT);
+  return F16_SHIFT;
 }
 
 /** The power of two f16 weights are stored multiplied by, when they allow it (see layout16). */
