@@ -329,6 +329,13 @@ export function pad_rows(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i3
   }
 }
 
+/** Rows [r, r+4) of W as f32 rows of K values: in place for f32, else widened into `scratch`. */
+@inline function tileRows(W: usize, K: i32, r: i32, dtype: i32, sc: usize, shift: i32, scratch: usize): usize {
+  if (dtype == 0) return W + f4(<usize>r * <usize>K);
+  widenTile(scratch, W, K, r, dtype, sc, shift);
+  return scratch;
+}
+
 /**
  * Row tiles [lo, hi) (multiples of 4) of out[t, r] = act(W[r] · x[t] + bias[r]) for all t < T.
  * x: f32 [T, K] with row stride xs (≥ K, zero-padded to K); scratch: this thread's 4 × K floats.
@@ -336,13 +343,7 @@ export function pad_rows(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i3
 export function mm(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, dtype: i32, sc: usize, scratch: usize, shift: i32): void {
   const rowBytes = f4(<usize>K);
   for (let r = lo; r < hi; r += 4) {
-    let w0: usize;
-    if (dtype == 0) {
-      w0 = W + f4(<usize>r * <usize>K);
-    } else {
-      widenTile(scratch, W, K, r, dtype, sc, shift);
-      w0 = scratch;
-    }
+    const w0 = tileRows(W, K, r, dtype, sc, shift, scratch);
     const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
     let t = 0;
     for (; t + 1 < T; t += 2) {
@@ -388,17 +389,12 @@ export function mm(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: 
 /**
  * `mm` with blocked accumulation: f32 partial sums over 64-column blocks, summed across blocks in f64. For the
  * matrices whose outputs the state amplifies (receptance: y = S·r cancels; the a LoRA), at ~10% extra cost on them.
+ * Kept apart from `mm`: its eight f64 block sums would cost `mm`'s inner loop registers (V8 has 16 vector registers).
  */
 export function mmp(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, dtype: i32, sc: usize, scratch: usize, shift: i32): void {
   const rowBytes = f4(<usize>K);
   for (let r = lo; r < hi; r += 4) {
-    let w0: usize;
-    if (dtype == 0) {
-      w0 = W + f4(<usize>r * <usize>K);
-    } else {
-      widenTile(scratch, W, K, r, dtype, sc, shift);
-      w0 = scratch;
-    }
+    const w0 = tileRows(W, K, r, dtype, sc, shift, scratch);
     const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
     let t = 0;
     for (; t + 1 < T; t += 2) {
