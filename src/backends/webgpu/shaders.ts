@@ -27,6 +27,17 @@ export interface KernelSource {
 export const EW_WG = 256;
 
 const FLAT = 'let flat = wid.x + wid.y * nwg.x;';
+/**
+ * Prologue of the one-workgroup-per-(token, head) kernels: workgroup `flat` is token t, head h; thread li owns channel
+ * c of that head (`on` is false for the idle threads of a workgroup wider than N, whose c is clamped), at index i.
+ */
+const PER_HEAD = `${FLAT}
+  if (flat >= P.count) { return; }
+  let t = flat / P.H;
+  let h = flat % P.H;
+  let on = li < P.N;
+  let c = h * P.N + min(li, P.N - 1u);
+  let i = t * P.C + c;`;
 const BUILTINS = '@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32';
 
 function storage(bindings: [string, Access, string][]): string {
@@ -180,13 +191,7 @@ export function keyPrepKernel(wg: number): KernelSource {
     [['kk', 'rw', 'array<f32>'], ['k', 'rw', 'array<f32>'], ['a', 'r', 'array<f32>'], ['kK', 'r', 'array<f32>'], ['kA', 'r', 'array<f32>']], `
 ${reduceFn('reduce', 'f32', wg)}
 @compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
-  ${FLAT}
-  if (flat >= P.count) { return; }
-  let t = flat / P.H;
-  let h = flat % P.H;
-  let on = li < P.N;
-  let c = h * P.N + min(li, P.N - 1u); // channel index (clamped for the idle threads)
-  let i = t * P.C + c;
+  ${PER_HEAD}
   var v = 0.0;
   if (on) { v = k[i] * kK[c]; }
   let inv = 1.0 / max(sqrt(reduce(v * v, li)), 1e-12);
@@ -203,13 +208,7 @@ export function bonusGateKernel(wg: number): KernelSource {
     [['y', 'rw', 'array<f32>'], ['r', 'r', 'array<f32>'], ['k', 'r', 'array<f32>'], ['v', 'r', 'array<f32>'], ['rK', 'r', 'array<f32>'], ['g', 'r', 'array<f32>']], `
 ${reduceFn('reduce', 'f32', wg)}
 @compute @workgroup_size(${wg}) fn main(${BUILTINS}) {
-  ${FLAT}
-  if (flat >= P.count) { return; }
-  let t = flat / P.H;
-  let h = flat % P.H;
-  let on = li < P.N;
-  let c = h * P.N + min(li, P.N - 1u);
-  let i = t * P.C + c;
+  ${PER_HEAD}
   var p = 0.0;
   if (on) { p = r[i] * k[i] * rK[c]; }
   let bonus = reduce(p, li);
