@@ -1,0 +1,72 @@
+/**
+ * Positioned reads: the one way format readers get bytes, on every platform.
+ *
+ * A `ByteSource` is a file-like thing of known size read by offset: a Node file (src/platform/node.ts), an
+ * in-memory buffer (here), and in browsers a `Blob`/`File`, a URL read with HTTP Range requests, or an OPFS file
+ * (src/platform/browser.ts). Reads are synchronous: in Node they are `fs.readSync`, in browsers the readers run in a
+ * dedicated worker, where `FileReaderSync`, synchronous XHR and OPFS sync access handles exist. Readers never hold
+ * a whole checkpoint in memory; they read each tensor by offset when it is asked for.
+ *
+ * A `FileSet` is a folder (Hugging Face / fla layout): files by bare name, never a path outside the folder.
+ */
+import { FormatError } from '../errors.js';
+
+export interface ByteSource {
+  /** The path, URL or file name, for messages. */
+  readonly name: string;
+  /** Size in bytes. */
+  readonly size: number;
+  /** Exactly `length` bytes at `offset`, in a fresh buffer. Callers validate the range first (see `readExact`). */
+  read(offset: number, length: number): Uint8Array;
+  /** Frees the handle; reads after close fail. Idempotent. */
+  close(): void;
+}
+
+/** A folder of files opened by bare name (`config.json`, `model-00001-of-00002.safetensors`). */
+export interface FileSet {
+  /** The folder's path or name, for messages. */
+  readonly name: string;
+  /** The source of file `file` in this folder, or undefined if there is no such regular file. */
+  open(file: string): ByteSource | undefined;
+  /** Path of `file` in this folder, for messages. */
+  pathOf(file: string): string;
+}
+
+/** Reads exactly `length` bytes at `position` of `src`, or throws a FormatError naming the file. */
+export function readExact(src: ByteSource, position: number, length: number): Uint8Array {
+  if (!Number.isSafeInteger(position) || !Number.isSafeInteger(length) || position < 0 || length < 0 ||
+      position + length > src.size) {
+    throw new FormatError(`${src.name}: truncated or corrupt file (wanted ${length} bytes at offset ${position}, file has ${src.size})`);
+  }
+  return src.read(position, length);
+}
+
+/** A source over bytes in memory (an `ArrayBuffer`, a `Uint8Array`, a fetched response). Reads copy. */
+export function bytesSource(bytes: Uint8Array | ArrayBuffer, name = 'buffer'): ByteSource {
+  const u8 = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+  let closed = false;
+  return {
+    name,
+    size: u8.byteLength,
+    read(offset, length) {
+      if (closed) throw new FormatError(`${name}: file already closed`);
+      return u8.slice(offset, offset + length);
+    },
+    close() { closed = true; },
+  };
+}
+
+/** Every byte of a source (for small files: config.json, vocabularies, state files). */
+export function readAll(src: ByteSource): Uint8Array {
+  return readExact(src, 0, src.size);
+}
+
+export function isByteSource(x: unknown): x is ByteSource {
+  return typeof x === 'object' && x !== null && typeof (x as ByteSource).read === 'function' &&
+    typeof (x as ByteSource).size === 'number';
+}
+
+export function isFileSet(x: unknown): x is FileSet {
+  return typeof x === 'object' && x !== null && typeof (x as FileSet).open === 'function' &&
+    typeof (x as FileSet).pathOf === 'function';
+}
