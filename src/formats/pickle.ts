@@ -7,6 +7,11 @@
  * up in a caller-supplied allow-list of *native TypeScript* stand-ins; any other global is refused with an
  * error naming it. Only the opcodes a `torch.save`d state dict uses are implemented; any other opcode
  * is refused by name and offset.
+ *
+ * It is also bounded: a hostile pickle cannot make it use time or memory out of proportion to what a state dict
+ * needs. No opcode does more than linear work (no spreading of big arrays into calls, integers capped at
+ * MAX_LONG_BYTES), and what it builds is metered: every value pushed, every container and memo entry made costs
+ * units, and the pickle is refused once it has spent MAX_UNITS (a real state dict spends about 40 per tensor).
  */
 import { FormatError } from '../errors.js';
 
@@ -51,6 +56,30 @@ export interface UnpickleOptions {
   persistentLoad(pid: PyValue): PyValue;
 }
 
+/**
+ * Largest LONG1/LONG4 integer accepted, in bytes. State dicts hold sizes, strides and offsets (at most 8 bytes);
+ * 256 bytes is everything Python's own pickler writes as LONG1. Bigger ones (a LONG4 can claim 4 GB, and
+ * decoding it is quadratic) are refused before they are read.
+ */
+export const MAX_LONG_BYTES = 256;
+
+/**
+ * Work budget of one unpickle, in units of about 8 bytes of memory: each value pushed costs 1, each new tuple or
+ * list 6 more, each dict 32 more (a JS Map is ~250 bytes), each memo entry 4 (32 out of sequence: a Map entry,
+ * slow to insert, and never written by Python), and each stand-in call the size of
+ * its arguments and of its result (dict entries, list or tuple items, string or bytes length / 16).
+ * A torch state dict spends about 170 units per tensor (measured on torch.save output), so 2^23 units is about
+ * 50,000 tensors' worth (the largest RWKV-7 checkpoints have about 2,000), and bounds what the reader builds to
+ * roughly 100 MB whatever the file.
+ */
+export const MAX_UNITS = 1 << 23;
+
+/** Units of a new tuple or list, a new dict, a memo entry in sequence and out of it (see MAX_UNITS). */
+const CONTAINER = 6;
+const DICT = 32;
+const MEMO_ENTRY = 4;
+const MEMO_SPARSE = 32;
+
 const MARK = Symbol('mark');
 type StackItem = PyValue | typeof MARK;
 
@@ -60,10 +89,36 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const utf8 = new TextDecoder('utf-8', { fatal: true });
   const stack: StackItem[] = [];
-  const memo = new Map<number, PyValue>();
+  // The memo: indices are dense and sequential in what Python writes (kept in an array, fast); any others in a Map.
+  const memoDense: PyValue[] = [];
+  const memoSparse = new Map<number, PyValue>();
   let pos = 0;
+  let opAt = 0;
+  let units = 0;
 
   const fail = (msg: string): never => { throw new FormatError(`${where}: ${msg}`); };
+  /** Charges `n` units of work; refuses the pickle once the budget is spent. */
+  const spend = (n: number): void => {
+    units += n;
+    if (units > MAX_UNITS) {
+      fail(`the pickle builds more than a tensor state dict can need (over ${MAX_UNITS} values, stack or memo entries by offset ${opAt}); refusing it`);
+    }
+  };
+  const push = (v: StackItem): void => { spend(1); stack.push(v); };
+  /** Charges for a value built by an allowed stand-in (proportional to its size). */
+  const charge = (v: PyValue): PyValue => {
+    if (v instanceof PyDict) spend(DICT + 2 * v.entries.size);
+    else if (Array.isArray(v)) spend(CONTAINER + v.length);
+    else if (v instanceof PyTuple) spend(CONTAINER + v.items.length);
+    else if (v instanceof Uint8Array) spend(1 + (v.length >>> 4));
+    else if (typeof v === 'string') spend(1 + (v.length >>> 4));
+    return v;
+  };
+  const memoize = (idx: number, v: PyValue): void => {
+    if (idx < memoDense.length) { spend(MEMO_ENTRY); memoDense[idx] = v; }
+    else if (idx === memoDense.length) { spend(MEMO_ENTRY); memoSparse.delete(idx); memoDense.push(v); }
+    else { spend(MEMO_SPARSE); memoSparse.set(idx, v); }
+  };
   const need = (n: number): number => {
     if (n < 0 || pos + n > data.length) fail(`truncated pickle (wanted ${n} bytes at offset ${pos}, have ${data.length - pos})`);
     const at = pos;
@@ -91,14 +146,14 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
     return s;
   };
   const pop = (): PyValue => {
-    if (stack.length === 0) fail(`stack underflow at offset ${pos - 1}`);
+    if (stack.length === 0) fail(`stack underflow at offset ${opAt}`);
     const v = stack.pop()!;
-    if (v === MARK) fail(`unexpected MARK at offset ${pos - 1}`);
+    if (v === MARK) fail(`unexpected MARK at offset ${opAt}`);
     return v as PyValue;
   };
   const top = (): PyValue => {
     const v = stack[stack.length - 1];
-    if (v === undefined || v === MARK) fail(`stack underflow at offset ${pos - 1}`);
+    if (v === undefined || v === MARK) fail(`stack underflow at offset ${opAt}`);
     return v as PyValue;
   };
   /** Pops everything down to the last MARK (and the MARK). */
@@ -110,33 +165,47 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
         return items;
       }
     }
-    return fail(`MARK not found at offset ${pos - 1}`);
+    return fail(`MARK not found at offset ${opAt}`);
   };
   const global = (module: string, name: string): PyCallable | PyObject => {
     const g = opts.findGlobal(module, name);
-    if (!g) fail(`refusing to load: the pickle references the global "${module}.${name}", which is not allowed in a tensor state dict (nothing was executed)`);
+    if (!(g instanceof PyCallable) && !(g instanceof PyObject)) {
+      const q = `${module}.${name}`;
+      const shown = q.length > 200 ? `${q.slice(0, 200)}...` : q;
+      fail(`refusing to load: the pickle references the global "${shown}", which is not allowed in a tensor state dict (nothing was executed)`);
+    }
     return g!;
   };
   const call = (fn: PyValue, args: PyValue): PyValue => {
-    if (!(fn instanceof PyCallable)) fail(`REDUCE on a non-callable value at offset ${pos - 1}`);
-    if (!(args instanceof PyTuple)) fail(`REDUCE with non-tuple arguments at offset ${pos - 1}`);
-    return (fn as PyCallable).call((args as PyTuple).items);
+    if (!(fn instanceof PyCallable)) fail(`REDUCE on a non-callable value at offset ${opAt}`);
+    if (!(args instanceof PyTuple)) fail(`REDUCE with non-tuple arguments at offset ${opAt}`);
+    // A stand-in's work is proportional to its arguments and its result: charge both, so that calling one over and
+    // over on a big memoized argument cannot turn a small pickle into quadratic work.
+    for (const a of (args as PyTuple).items) charge(a);
+    return charge((fn as PyCallable).call((args as PyTuple).items));
   };
-  const long = (b: Uint8Array): number | bigint => {
-    // Two's-complement little-endian integer of any length.
-    let v = 0n;
-    for (let i = b.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]!);
-    if (b.length > 0 && b[b.length - 1]! & 0x80) v -= 1n << BigInt(8 * b.length);
+  /** A LONG1/LONG4 integer of `n` bytes: two's-complement little-endian, at most MAX_LONG_BYTES. */
+  const long = (n: number): number | bigint => {
+    if (n > MAX_LONG_BYTES) {
+      fail(`integer of ${n} bytes at offset ${opAt} is too large (at most ${MAX_LONG_BYTES} bytes are accepted; a state dict needs 8)`);
+    }
+    const at = need(n);
+    if (n === 0) return 0;
+    // Linear: one hex string, one BigInt (shifting a BigInt byte by byte would be quadratic).
+    let hex = '';
+    for (let i = at + n - 1; i >= at; i--) hex += data[i]!.toString(16).padStart(2, '0');
+    let v = BigInt(`0x${hex}`);
+    if (data[at + n - 1]! & 0x80) v -= 1n << BigInt(8 * n);
     return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
   };
   const setItems = (d: PyValue, items: PyValue[]): void => {
-    if (!(d instanceof PyDict)) fail(`SETITEM(S) on a non-dict at offset ${pos - 1}`);
-    if (items.length % 2) fail(`odd number of items for SETITEMS at offset ${pos - 1}`);
+    if (!(d instanceof PyDict)) fail(`SETITEM(S) on a non-dict at offset ${opAt}`);
+    if (items.length % 2) fail(`odd number of items for SETITEMS at offset ${opAt}`);
     for (let i = 0; i < items.length; i += 2) (d as PyDict).set(items[i]!, items[i + 1]!, where);
   };
 
   for (;;) {
-    const opAt = pos;
+    opAt = pos;
     const op = u8();
     switch (op) {
       case 0x80: { const proto = u8(); if (proto > 5) fail(`unsupported pickle protocol ${proto}`); break; } // PROTO
@@ -145,53 +214,61 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
         const result = pop();
         return result;
       }
-      case 0x28: stack.push(MARK); break; // MARK
-      case 0x29: stack.push(new PyTuple([])); break; // EMPTY_TUPLE
-      case 0x74: stack.push(new PyTuple(popMark())); break; // TUPLE
-      case 0x85: { const a = pop(); stack.push(new PyTuple([a])); break; } // TUPLE1
-      case 0x86: { const b = pop(); const a = pop(); stack.push(new PyTuple([a, b])); break; } // TUPLE2
-      case 0x87: { const c = pop(); const b = pop(); const a = pop(); stack.push(new PyTuple([a, b, c])); break; } // TUPLE3
-      case 0x5d: stack.push([]); break; // EMPTY_LIST
-      case 0x6c: stack.push(popMark()); break; // LIST
-      case 0x61: { const v = pop(); const l = top(); if (!Array.isArray(l)) fail('APPEND to a non-list'); (l as PyValue[]).push(v); break; } // APPEND
-      case 0x65: { const items = popMark(); const l = top(); if (!Array.isArray(l)) fail('APPENDS to a non-list'); (l as PyValue[]).push(...items); break; } // APPENDS
-      case 0x7d: stack.push(new PyDict()); break; // EMPTY_DICT
-      case 0x64: { const d = new PyDict(); setItems(d, popMark()); stack.push(d); break; } // DICT
-      case 0x73: { const v = pop(); const k = pop(); setItems(top(), [k, v]); break; } // SETITEM
-      case 0x75: { const items = popMark(); setItems(top(), items); break; } // SETITEMS
-      case 0x71: memo.set(u8(), top()); break; // BINPUT
-      case 0x72: memo.set(u32(), top()); break; // LONG_BINPUT
-      case 0x94: memo.set(memo.size, top()); break; // MEMOIZE
+      case 0x28: push(MARK); break; // MARK
+      case 0x29: spend(CONTAINER); push(new PyTuple([])); break; // EMPTY_TUPLE
+      case 0x74: { const items = popMark(); spend(CONTAINER); push(new PyTuple(items)); break; } // TUPLE
+      case 0x85: { const a = pop(); spend(CONTAINER); push(new PyTuple([a])); break; } // TUPLE1
+      case 0x86: { const b = pop(); const a = pop(); spend(CONTAINER); push(new PyTuple([a, b])); break; } // TUPLE2
+      case 0x87: { const c = pop(); const b = pop(); const a = pop(); spend(CONTAINER); push(new PyTuple([a, b, c])); break; } // TUPLE3
+      case 0x5d: spend(CONTAINER); push([]); break; // EMPTY_LIST
+      case 0x6c: { const items = popMark(); spend(CONTAINER); push(items); break; } // LIST
+      case 0x61: { const v = pop(); const l = top(); if (!Array.isArray(l)) fail(`APPEND to a non-list at offset ${opAt}`); spend(1); (l as PyValue[]).push(v); break; } // APPEND
+      case 0x65: { // APPENDS: one push per item (spreading a huge array into push(...) overflows the call stack)
+        const items = popMark();
+        const l = top();
+        if (!Array.isArray(l)) fail(`APPENDS to a non-list at offset ${opAt}`);
+        spend(items.length);
+        for (const v of items) (l as PyValue[]).push(v);
+        break;
+      }
+      case 0x7d: spend(DICT); push(new PyDict()); break; // EMPTY_DICT
+      case 0x64: { const items = popMark(); const d = new PyDict(); spend(DICT + items.length); setItems(d, items); push(d); break; } // DICT
+      case 0x73: { const v = pop(); const k = pop(); spend(1); setItems(top(), [k, v]); break; } // SETITEM
+      case 0x75: { const items = popMark(); spend(items.length); setItems(top(), items); break; } // SETITEMS
+      case 0x71: memoize(u8(), top()); break; // BINPUT
+      case 0x72: memoize(u32(), top()); break; // LONG_BINPUT
+      case 0x94: memoize(memoDense.length + memoSparse.size, top()); break; // MEMOIZE (index = len(memo))
       case 0x68: case 0x6a: { // BINGET, LONG_BINGET
         const idx = op === 0x68 ? u8() : u32();
-        if (!memo.has(idx)) fail(`memo index ${idx} not defined (offset ${opAt})`);
-        stack.push(memo.get(idx)!);
+        const v = idx < memoDense.length ? memoDense[idx] : memoSparse.get(idx);
+        if (v === undefined) fail(`memo index ${idx} not defined (offset ${opAt})`);
+        push(v!);
         break;
       }
-      case 0x4a: stack.push(view.getInt32(need(4), true)); break; // BININT
-      case 0x4b: stack.push(u8()); break; // BININT1
-      case 0x4d: stack.push(u16()); break; // BININT2
-      case 0x8a: stack.push(long(bytes(u8()))); break; // LONG1
-      case 0x8b: { const n = u32(); stack.push(long(bytes(n))); break; } // LONG4
-      case 0x47: stack.push(view.getFloat64(need(8), false)); break; // BINFLOAT (big-endian)
-      case 0x4e: stack.push(null); break; // NONE
-      case 0x88: stack.push(true); break; // NEWTRUE
-      case 0x89: stack.push(false); break; // NEWFALSE
-      case 0x8c: stack.push(text(u8())); break; // SHORT_BINUNICODE
-      case 0x58: stack.push(text(u32())); break; // BINUNICODE
-      case 0x8d: stack.push(text(u64())); break; // BINUNICODE8
-      case 0x43: stack.push(bytes(u8())); break; // SHORT_BINBYTES
-      case 0x42: stack.push(bytes(u32())); break; // BINBYTES
-      case 0x8e: case 0x96: stack.push(bytes(u64())); break; // BINBYTES8, BYTEARRAY8
-      case 0x63: { const module = line(); const name = line(); stack.push(global(module, name)); break; } // GLOBAL
+      case 0x4a: push(view.getInt32(need(4), true)); break; // BININT
+      case 0x4b: push(u8()); break; // BININT1
+      case 0x4d: push(u16()); break; // BININT2
+      case 0x8a: push(long(u8())); break; // LONG1
+      case 0x8b: push(long(u32())); break; // LONG4
+      case 0x47: push(view.getFloat64(need(8), false)); break; // BINFLOAT (big-endian)
+      case 0x4e: push(null); break; // NONE
+      case 0x88: push(true); break; // NEWTRUE
+      case 0x89: push(false); break; // NEWFALSE
+      case 0x8c: push(text(u8())); break; // SHORT_BINUNICODE
+      case 0x58: push(text(u32())); break; // BINUNICODE
+      case 0x8d: push(text(u64())); break; // BINUNICODE8
+      case 0x43: push(bytes(u8())); break; // SHORT_BINBYTES
+      case 0x42: push(bytes(u32())); break; // BINBYTES
+      case 0x8e: case 0x96: push(bytes(u64())); break; // BINBYTES8, BYTEARRAY8
+      case 0x63: { const module = line(); const name = line(); push(global(module, name)); break; } // GLOBAL
       case 0x93: { // STACK_GLOBAL
         const name = pop(); const module = pop();
-        if (typeof module !== 'string' || typeof name !== 'string') fail('STACK_GLOBAL with non-string names');
-        stack.push(global(module as string, name as string));
+        if (typeof module !== 'string' || typeof name !== 'string') fail(`STACK_GLOBAL with non-string names at offset ${opAt}`);
+        push(global(module as string, name as string));
         break;
       }
-      case 0x52: { const args = pop(); const fn = pop(); stack.push(call(fn, args)); break; } // REDUCE
-      case 0x81: { const args = pop(); const cls = pop(); stack.push(call(cls, args)); break; } // NEWOBJ
+      case 0x52: { const args = pop(); const fn = pop(); push(call(fn, args)); break; } // REDUCE
+      case 0x81: { const args = pop(); const cls = pop(); push(call(cls, args)); break; } // NEWOBJ
       case 0x62: { // BUILD: set state on the object below; we only keep it for dicts (OrderedDict._metadata)
         const state = pop();
         const obj = top();
@@ -199,10 +276,10 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
         else if (!(obj instanceof PyObject)) fail(`BUILD on an unsupported object at offset ${opAt}`);
         break;
       }
-      case 0x51: stack.push(opts.persistentLoad(pop())); break; // BINPERSID
+      case 0x51: push(charge(opts.persistentLoad(pop()))); break; // BINPERSID
       case 0x30: pop(); break; // POP
       case 0x31: popMark(); break; // POP_MARK
-      case 0x32: stack.push(top()); break; // DUP
+      case 0x32: push(top()); break; // DUP
       default:
         fail(`unsupported pickle opcode 0x${op.toString(16).padStart(2, '0')} at offset ${opAt} (only what a tensor state dict needs is allowed)`);
     }

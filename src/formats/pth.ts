@@ -18,14 +18,20 @@ import type { RawTensorFile } from './raw.js';
 /** data.pkl of even a huge model is a few MB; refuse absurd sizes instead of allocating them. */
 const MAX_PICKLE_BYTES = 512 * 1024 * 1024;
 
-const STORAGE_DTYPES: Record<string, DType> = {
+// Allow-lists are null-prototype maps read by own key only (`ownDType`): a pickle naming `torch.hasOwnProperty`,
+// `torch.constructor` or `torch.__proto__` must find nothing, not a member of Object.prototype.
+const STORAGE_DTYPES: Record<string, DType> = Object.assign(Object.create(null) as Record<string, DType>, {
   BFloat16Storage: 'BF16', HalfStorage: 'F16', FloatStorage: 'F32', DoubleStorage: 'F64',
   LongStorage: 'I64', IntStorage: 'I32', ShortStorage: 'I16', CharStorage: 'I8', ByteStorage: 'U8', BoolStorage: 'BOOL',
-};
-const TORCH_DTYPES: Record<string, DType> = {
+});
+const TORCH_DTYPES: Record<string, DType> = Object.assign(Object.create(null) as Record<string, DType>, {
   bfloat16: 'BF16', float16: 'F16', half: 'F16', float32: 'F32', float: 'F32', float64: 'F64', double: 'F64',
   int64: 'I64', long: 'I64', int32: 'I32', int: 'I32', int16: 'I16', short: 'I16', int8: 'I8', uint8: 'U8', bool: 'BOOL',
-};
+});
+/** `table[name]` if `name` is an own key of the allow-list, else undefined. */
+function ownDType(table: Record<string, DType>, name: string): DType | undefined {
+  return Object.hasOwn(table, name) ? table[name] : undefined;
+}
 
 interface StorageInfo { key: string; dtype: DType; numel: number; entry: ZipEntry }
 interface TensorSpec { storage: StorageInfo; offset: number; size: number[]; stride: number[] }
@@ -84,6 +90,9 @@ function readPth(path: string, zip: ZipReader): RawTensorFile {
       }
       info = { key, dtype, numel, entry };
       storages.set(key, info);
+    } else if (info.dtype !== dtype || info.numel !== numel) {
+      // torch.save refuses to write one storage viewed as two types, and always writes its real size.
+      throw new FormatError(`${path}: storage ${prefix}data/${key} is declared as ${info.numel} ${info.dtype} elements and again as ${numel} ${dtype} elements; one storage has one type and size`);
     }
     return new PyObject('storage', info);
   };
@@ -120,8 +129,10 @@ function readPth(path: string, zip: ZipReader): RawTensorFile {
     }
     if (q === 'torch._utils._rebuild_tensor_v2' || q === 'torch._utils._rebuild_tensor') return new PyCallable(q, rebuildTensor);
     if (q === 'torch._utils._rebuild_parameter' || q === 'torch._utils._rebuild_parameter_with_state') return new PyCallable(q, identityTensor);
-    if (module === 'torch' && name in STORAGE_DTYPES) return new PyObject('storage_type', STORAGE_DTYPES[name]);
-    if (module === 'torch' && name in TORCH_DTYPES) return new PyObject('dtype', TORCH_DTYPES[name]);
+    const storageType = module === 'torch' ? ownDType(STORAGE_DTYPES, name) : undefined;
+    if (storageType) return new PyObject('storage_type', storageType);
+    const dtype = module === 'torch' ? ownDType(TORCH_DTYPES, name) : undefined;
+    if (dtype) return new PyObject('dtype', dtype);
     if (q === 'torch.serialization._get_layout') return opaque('layout');
     if (q === 'torch.device') return opaque('device');
     if (q === '_codecs.encode') {
@@ -145,11 +156,37 @@ function readPth(path: string, zip: ZipReader): RawTensorFile {
   if (!(dict instanceof PyDict)) throw new FormatError(`${where}: the pickle does not hold a state dict (a dict of tensors)`);
 
   const tensors = new Map<string, TensorRef>();
+  // Storage sharing policy. Every tensor is read into its own buffer, so tensors viewing one storage cost memory
+  // once each: 300 layers aliasing layer 0's storages turn a 10 MB file into a 1.2 GB model. Real checkpoints do
+  // not share storages, except for tied weights (e.g. head.weight = emb.weight) and views that split one storage
+  // into disjoint parts (fused qkv), which at most double what the file holds. So each distinct storage counts once,
+  // and the tensors together may be at most MAX_SHARING times the bytes of the storages they view (and of the
+  // file itself, in case zip entries overlap); beyond that the checkpoint is refused, naming a shared storage.
+  const MAX_SHARING = 2;
+  const firstUser = new Map<StorageInfo, string>();
+  let tensorBytes = 0;
+  let storageBytes = 0;
+  let shared: string | undefined;
   for (const [name, value] of dict.entries) {
     if (typeof name !== 'string' || !(value instanceof PyObject) || value.kind !== 'tensor') continue;
-    tensors.set(name, makeTensorRef(path, zip, name, value.value as TensorSpec));
+    const spec = value.value as TensorSpec;
+    const ref = makeTensorRef(path, zip, name, spec);
+    tensors.set(name, ref);
+    const es = DTYPE_BYTES[spec.storage.dtype];
+    tensorBytes += ref.shape.reduce((a, b) => a * b, 1) * es;
+    const first = firstUser.get(spec.storage);
+    if (first === undefined) {
+      firstUser.set(spec.storage, name);
+      storageBytes += spec.storage.numel * es;
+    } else {
+      shared ??= `${name} shares storage ${prefix}data/${spec.storage.key} with ${first}`;
+    }
   }
   if (tensors.size === 0) throw new FormatError(`${path}: no tensors found in the checkpoint`);
+  const held = Math.min(storageBytes, zip.fileSize);
+  if (tensorBytes > MAX_SHARING * held) {
+    throw new FormatError(`${path}: the tensors alias their storages ${(tensorBytes / Math.max(held, 1)).toFixed(1)} times over (${tensorBytes} bytes of tensors in ${held} bytes of distinct storage${shared ? `; e.g. ${shared}` : ''}); at most ${MAX_SHARING}x (tied weights) is accepted, so a small file cannot load as a huge model`);
+  }
   return { path, tensors, metadata: {}, close: () => zip.close() };
 }
 
