@@ -9,6 +9,7 @@
  * CJK tokens, shuffled deterministically into a ~4 MB text.
  * (For reference, the official Python trie tokenizer encodes about 3 MB/s on the same machine.)
  */
+import { assetPath } from '../src/platform/node.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { WorldTokenizer } from '../src/tokenizer/index.js';
@@ -16,7 +17,7 @@ import { WorldTokenizer } from '../src/tokenizer/index.js';
 const runsArg = process.argv.indexOf('--runs');
 const RUNS = runsArg > 0 ? Number(process.argv[runsArg + 1]) : 7;
 const golden = fileURLToPath(new URL('../../shared/fixtures/tokenizer/golden.jsonl', import.meta.url));
-const vocabPath = WorldTokenizer.defaultVocabPath();
+const vocabPath = assetPath('vocab');
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

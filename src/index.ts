@@ -3,8 +3,8 @@ export { UserError, FormatError } from './errors.js';
 export { WorldTokenizer } from './tokenizer/index.js';
 
 // Checkpoints: .pth / safetensors / fla-HF folders, and hyperparameters from tensor shapes.
-export { openCheckpoint, openSafetensors, writeSafetensors, toFloat32 } from './formats/index.js';
-export type { Checkpoint, TensorRef, DType, OpenedCheckpoint, RawTensorFile, TensorSource } from './formats/index.js';
+export { openCheckpoint, openSafetensors, writeSafetensors, toFloat32, bytesSource, memorySink } from './formats/index.js';
+export type { Checkpoint, TensorRef, DType, OpenedCheckpoint, RawTensorFile, TensorSource, ByteSource, ByteSink, FileSet } from './formats/index.js';
 export { configFromCheckpoint } from './model/config.js';
 export type { ModelConfig } from './model/config.js';
 
@@ -20,11 +20,12 @@ export { Chat, CHAT_STOP, cleanMessage, userTurn, systemBlock, renderHistory } f
 export type { ChatTurn, ChatHistory } from './runtime/chat.js';
 
 // Model, state, backends, verification.
-export { loadModel, DEFAULT_MODEL_PATH } from './runtime/load.js';
+export { loadModel } from './runtime/load.js';
+export { DEFAULT_MODEL_PATH, fileSource, folderFileSet, fileSink } from './platform/node.js';
 export type { LoadOptions, LoadedModel } from './runtime/load.js';
 export { RWKV7 } from './model/rwkv7.js';
 export type { ForwardOptions } from './model/rwkv7.js';
-export { State, saveState, loadState, zeroHostState } from './model/state.js';
+export { State, saveState, loadState, stateToBytes, zeroHostState } from './model/state.js';
 export type { HostState } from './model/state.js';
 export { createBackend, parseBackendName, parseWeightDType } from './backends/index.js';
 export type { BackendName, BackendOptions } from './backends/index.js';

@@ -1,4 +1,5 @@
-// Compiles wasm/kernels.ts (AssemblyScript) twice — plain SIMD128 and relaxed SIMD — into dist/wasm/.
+// Compiles wasm/kernels.ts (AssemblyScript) into dist/wasm/: plain SIMD128 and relaxed SIMD, each with a shared memory
+// (for the thread pool) and without (`-single`: browser pages that are not cross-origin isolated cannot share memory).
 // Run by `npm run build:wasm` (part of `npm run build`, which `npm install` runs through `prepare`).
 import asc from 'assemblyscript/asc';
 import { mkdirSync } from 'node:fs';
@@ -10,11 +11,17 @@ mkdirSync(out, { recursive: true });
 const common = [
   `${root}wasm/kernels.ts`,
   '--runtime', 'stub', // no GC, no allocator: the host manages all memory
-  '--importMemory', '--sharedMemory', '--initialMemory', '2', '--maximumMemory', '65536',
+  '--importMemory', '--initialMemory', '2', '--maximumMemory', '65536',
   '--enable', 'simd', '--enable', 'threads',
   '-O3', '--noAssert',
 ];
-for (const [name, extra] of [['rwkv7.wasm', []], ['rwkv7-relaxed.wasm', ['--enable', 'relaxed-simd']]]) {
+const SHARED = ['--sharedMemory'];
+const RELAXED = ['--enable', 'relaxed-simd'];
+const builds = [
+  ['rwkv7.wasm', SHARED], ['rwkv7-relaxed.wasm', [...SHARED, ...RELAXED]],
+  ['rwkv7-single.wasm', []], ['rwkv7-single-relaxed.wasm', RELAXED],
+];
+for (const [name, extra] of builds) {
   const { error, stderr } = await asc.main([...common, ...extra, '-o', out + name]);
   if (error) {
     process.stderr.write(stderr.toString());
@@ -22,4 +29,4 @@ for (const [name, extra] of [['rwkv7.wasm', []], ['rwkv7-relaxed.wasm', ['--enab
     process.exit(1);
   }
 }
-console.log(`build:wasm: wrote ${out}rwkv7.wasm and rwkv7-relaxed.wasm`);
+console.log(`build:wasm: wrote ${builds.map(([n]) => n).join(', ')} to ${out}`);

@@ -3,20 +3,21 @@
  * fla / Hugging Face layout (`config.json` + `model.safetensors`, or shards listed in
  * `model.safetensors.index.json`), and exposes its tensors under canonical BlinkDL names, lazily.
  */
-import * as fs from 'node:fs';
-import * as nodePath from 'node:path';
 import { FormatError, UserError } from '../errors.js';
 import type { Checkpoint, FileFormat, Layout, TensorRef } from './types.js';
 import type { RawTensorFile } from './raw.js';
 import { openPth } from './pth.js';
 import { openSafetensors } from './safetensors.js';
 import { detectLayout, flaToCanonical } from './layouts.js';
+import { isByteSource, readAll, readExact, type ByteSource, type FileSet } from './source.js';
+import { platform } from '../platform/index.js';
 
 export type { Checkpoint, TensorRef, DType, Layout, FileFormat } from './types.js';
 export type { RawTensorFile } from './raw.js';
 export { DTYPE_BYTES } from './types.js';
 export { openSafetensors, writeSafetensors, type TensorSource, type WriteOptions } from './safetensors.js';
 export { openPth } from './pth.js';
+export { bytesSource, memorySink, readExact, readAll, isByteSource, isFileSet, type ByteSource, type ByteSink, type FileSet } from './source.js';
 export { toFloat32, bytesToFloat32, fromFloat32, readAs, f32BitsToBf16, f32BitsToF16 } from './dtype.js';
 export { detectLayout, flaToCanonical, canonicalToFla } from './layouts.js';
 
@@ -32,42 +33,61 @@ export interface OpenedCheckpoint extends Checkpoint {
 
 const ZIP_MAGIC = [0x50, 0x4b]; // "PK"
 
-function sniff(path: string): FileFormat {
-  const fd = fs.openSync(path, 'r');
-  try {
-    const head = new Uint8Array(8);
-    const n = fs.readSync(fd, head, 0, 8, 0);
-    if (n >= 2 && head[0] === ZIP_MAGIC[0] && head[1] === ZIP_MAGIC[1]) return 'pth';
-    if (n >= 2 && head[0] === 0x80 && head[1]! <= 5) {
-      throw new FormatError(`${path}: legacy (pre-1.6, non-zip) PyTorch checkpoint; re-save it with torch >= 1.6 (torch.save) or convert it to safetensors`);
-    }
-    if (path.endsWith('.pth') || path.endsWith('.pt') || path.endsWith('.bin')) {
-      throw new FormatError(`${path}: not a PyTorch zip checkpoint (wrong magic bytes)`);
-    }
-    return 'safetensors';
-  } finally {
-    fs.closeSync(fd);
+/** The format of a checkpoint file, from its first bytes (and, for a clear error, its name). */
+function sniff(src: ByteSource): FileFormat {
+  const head = readExact(src, 0, Math.min(8, src.size));
+  const n = head.length;
+  const path = src.name;
+  if (n >= 2 && head[0] === ZIP_MAGIC[0] && head[1] === ZIP_MAGIC[1]) return 'pth';
+  if (n >= 2 && head[0] === 0x80 && head[1]! <= 5) {
+    throw new FormatError(`${path}: legacy (pre-1.6, non-zip) PyTorch checkpoint; re-save it with torch >= 1.6 (torch.save) or convert it to safetensors`);
+  }
+  if (path.endsWith('.pth') || path.endsWith('.pt') || path.endsWith('.bin')) {
+    throw new FormatError(`${path}: not a PyTorch zip checkpoint (wrong magic bytes)`);
+  }
+  return 'safetensors';
+}
+
+/** Opens a raw tensor file of a format `sniff` named. */
+function openRaw(src: ByteSource, format: FileFormat): RawTensorFile {
+  switch (format) {
+    case 'pth': return openPth(src);
+    case 'safetensors': return openSafetensors(src);
   }
 }
 
-function readJson(path: string): Record<string, unknown> {
+function readJson(src: ByteSource): Record<string, unknown> {
   let v: unknown;
   try {
-    v = JSON.parse(fs.readFileSync(path, 'utf8'));
+    v = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(readAll(src)));
   } catch (e) {
-    throw new FormatError(`${path}: not valid JSON (${(e as Error).message})`);
+    throw new FormatError(`${src.name}: not valid JSON (${(e as Error).message})`);
+  } finally {
+    src.close();
   }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new FormatError(`${path}: expected a JSON object`);
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new FormatError(`${src.name}: expected a JSON object`);
   return v as Record<string, unknown>;
 }
 
+/** config.json and model.safetensors.index.json are small: a larger one is not a real model folder's. */
+const MAX_JSON_BYTES = 64 * 1024 * 1024;
+
+function openJson(dir: FileSet, file: string): Record<string, unknown> | undefined {
+  const src = dir.open(file);
+  if (!src) return undefined;
+  if (src.size > MAX_JSON_BYTES) {
+    src.close();
+    throw new FormatError(`${src.name}: ${src.size} bytes is too large for a ${file}`);
+  }
+  return readJson(src);
+}
+
 /** Opens an HF/fla folder: single `model.safetensors` or shards from `model.safetensors.index.json`. */
-function openFolder(dir: string): { raw: RawTensorFile; files: string[]; hfConfig?: Record<string, unknown> } {
-  const cfgPath = nodePath.join(dir, 'config.json');
-  const hfConfig = fs.existsSync(cfgPath) ? readJson(cfgPath) : undefined;
-  const indexPath = nodePath.join(dir, 'model.safetensors.index.json');
-  if (fs.existsSync(indexPath)) {
-    const index = readJson(indexPath);
+function openFolder(dir: FileSet): { raw: RawTensorFile; files: string[]; hfConfig?: Record<string, unknown> } {
+  const hfConfig = openJson(dir, 'config.json');
+  const indexPath = dir.pathOf('model.safetensors.index.json');
+  const index = openJson(dir, 'model.safetensors.index.json');
+  if (index) {
     const map = index.weight_map;
     if (map === null || typeof map !== 'object' || Array.isArray(map)) throw new FormatError(`${indexPath}: missing "weight_map" object`);
     const shards = new Map<string, RawTensorFile>();
@@ -76,12 +96,14 @@ function openFolder(dir: string): { raw: RawTensorFile; files: string[]; hfConfi
     const closeAll = (): void => { for (const s of shards.values()) s.close(); };
     try {
       for (const [name, file] of Object.entries(map as Record<string, unknown>)) {
-        if (typeof file !== 'string' || file.includes('/') || file.includes('\\') || file.startsWith('..')) {
-          throw new FormatError(`${indexPath}: bad shard file name for ${name}: ${JSON.stringify(file)}`);
+        if (typeof file !== 'string' || file === '' || file === '.' || file === '..' || /[/\\\0]/.test(file)) {
+          throw new FormatError(`${indexPath}: weight_map entry ${JSON.stringify(name)}: shard ${JSON.stringify(file)} is not a file name inside the model folder`);
         }
         let shard = shards.get(file);
         if (!shard) {
-          shard = openSafetensors(nodePath.join(dir, file));
+          const src = dir.open(file);
+          if (!src) throw new FormatError(`${indexPath}: weight_map puts ${name} in ${file}, which is not in the folder`);
+          shard = openSafetensors(src);
           shards.set(file, shard);
           Object.assign(metadata, shard.metadata);
         }
@@ -93,26 +115,35 @@ function openFolder(dir: string): { raw: RawTensorFile; files: string[]; hfConfi
       closeAll();
       throw e;
     }
-    return { raw: { path: dir, tensors, metadata, close: closeAll }, files: [...shards.keys()].map((f) => nodePath.join(dir, f)), hfConfig };
+    return { raw: { path: dir.name, tensors, metadata, close: closeAll }, files: [...shards.keys()].map((f) => dir.pathOf(f)), hfConfig };
   }
-  const single = nodePath.join(dir, 'model.safetensors');
-  if (fs.existsSync(single)) return { raw: openSafetensors(single), files: [single], hfConfig };
-  throw new UserError(`${dir}: folder has neither model.safetensors nor model.safetensors.index.json`);
+  const single = dir.open('model.safetensors');
+  if (single) return { raw: openSafetensors(single), files: [single.name], hfConfig };
+  throw new UserError(`${dir.name}: folder has neither model.safetensors nor model.safetensors.index.json`);
 }
 
-/** Opens a checkpoint file or folder; tensors come out under canonical BlinkDL names and shapes. */
-export function openCheckpoint(path: string): OpenedCheckpoint {
-  if (!fs.existsSync(path)) throw new UserError(`${path}: no such file or folder`);
+/**
+ * Opens a checkpoint: a path (file or folder; Node), a ByteSource (one file, on any platform; closed with the
+ * checkpoint) or a FileSet (a folder). Tensors come out under canonical BlinkDL names and shapes.
+ */
+export function openCheckpoint(input: string | ByteSource | FileSet): OpenedCheckpoint {
+  const opened = typeof input === 'string' ? platform.openPath(input) : input;
+  const path = opened.name;
   let raw: RawTensorFile;
   let format: FileFormat;
   let files: string[];
   let hfConfig: Record<string, unknown> | undefined;
-  if (fs.statSync(path).isDirectory()) {
-    ({ raw, files, hfConfig } = openFolder(path));
+  if (!isByteSource(opened)) {
+    ({ raw, files, hfConfig } = openFolder(opened));
     format = 'safetensors';
   } else {
-    format = sniff(path);
-    raw = format === 'pth' ? openPth(path) : openSafetensors(path);
+    try {
+      format = sniff(opened);
+    } catch (e) {
+      opened.close();
+      throw e;
+    }
+    raw = openRaw(opened, format);
     files = [path];
   }
   try {

@@ -13,6 +13,8 @@ import { FormatError } from '../errors.js';
 import { DTYPE_BYTES, type DType, type TensorRef } from './types.js';
 import { PyCallable, PyDict, PyObject, PyTuple, unpickle, type PyValue } from './pickle.js';
 import { ZipReader, type ZipEntry } from './zip.js';
+import type { ByteSource } from './source.js';
+import { platform } from '../platform/index.js';
 import type { RawTensorFile } from './raw.js';
 
 /** data.pkl of even a huge model is a few MB; refuse absurd sizes instead of allocating them. */
@@ -40,11 +42,11 @@ function isIntArray(v: PyValue): v is PyTuple {
   return v instanceof PyTuple && v.items.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0);
 }
 
-/** Opens a `.pth` file; tensors keep their names from the file. */
-export function openPth(path: string): RawTensorFile {
-  const zip = new ZipReader(path);
+/** Opens a `.pth` file (a path, or any ByteSource; closed with the result); tensors keep their names from the file. */
+export function openPth(input: string | ByteSource): RawTensorFile {
+  const zip = new ZipReader(typeof input === 'string' ? platform.openPath(input) as ByteSource : input);
   try {
-    return readPth(path, zip);
+    return readPth(zip.path, zip);
   } catch (e) {
     zip.close();
     throw e;

@@ -10,11 +10,11 @@
  * allocated (header size, dtype, shape x dtype == byte span, offsets in bounds, no overlaps), and tensors
  * are read lazily by offset so multi-GB files never sit in memory. The writer streams tensor by tensor.
  */
-import * as fs from 'node:fs';
 import { FormatError } from '../errors.js';
 import { DTYPE_BYTES, type DType, type TensorRef } from './types.js';
-import { readExact } from './zip.js';
+import { readExact, type ByteSink, type ByteSource } from './source.js';
 import type { RawTensorFile } from './raw.js';
+import { platform } from '../platform/index.js';
 
 /** Same bound as the reference implementation: a larger header is an attack or corruption. */
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
@@ -23,28 +23,38 @@ function isDType(s: unknown): s is DType {
   return typeof s === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, s);
 }
 
-/** Opens a safetensors file; tensors keep their names from the file (no layout mapping). */
-export function openSafetensors(path: string): RawTensorFile {
-  const fd = fs.openSync(path, 'r');
+/**
+ * Opens a safetensors file (a path, or any ByteSource: it is closed with the result); tensors keep their names from
+ * the file (no layout mapping).
+ */
+export function openSafetensors(input: string | ByteSource): RawTensorFile {
+  const src = typeof input === 'string' ? openFile(input) : input;
   try {
-    return readSafetensors(path, fd);
+    return readSafetensors(src);
   } catch (e) {
-    fs.closeSync(fd);
+    src.close();
     throw e;
   }
 }
 
-function readSafetensors(path: string, fd: number): RawTensorFile {
-  const fileSize = fs.fstatSync(fd).size;
+function openFile(path: string): ByteSource {
+  const s = platform.openPath(path);
+  if (!('read' in s)) throw new FormatError(`${path}: is a folder, expected a .safetensors file`);
+  return s;
+}
+
+function readSafetensors(src: ByteSource): RawTensorFile {
+  const path = src.name;
+  const fileSize = src.size;
   if (fileSize < 8) throw new FormatError(`${path}: not a safetensors file (only ${fileSize} bytes)`);
-  const lenBytes = readExact(fd, path, 0, 8, fileSize);
+  const lenBytes = readExact(src, 0, 8);
   const headerLen = new DataView(lenBytes.buffer).getBigUint64(0, true);
   if (headerLen > BigInt(fileSize - 8)) {
     throw new FormatError(`${path}: safetensors header claims ${headerLen} bytes but the file holds only ${fileSize - 8} after the length field (truncated or not a safetensors file)`);
   }
   if (headerLen > BigInt(MAX_HEADER_BYTES)) throw new FormatError(`${path}: safetensors header too large (${headerLen} bytes)`);
   const n = Number(headerLen);
-  const headerBytes = readExact(fd, path, 8, n, fileSize);
+  const headerBytes = readExact(src, 8, n);
   let header: unknown;
   try {
     header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
@@ -89,7 +99,7 @@ function readSafetensors(path: string, fd: number): RawTensorFile {
       name, dtype: dtype as DType, shape: [...(shape as number[])],
       read: () => {
         if (closed) throw new FormatError(`${path}: file already closed (reading ${name})`);
-        return readExact(fd, path, at, end - begin, fileSize);
+        return readExact(src, at, end - begin);
       },
     });
   }
@@ -103,7 +113,7 @@ function readSafetensors(path: string, fd: number): RawTensorFile {
   }
   return {
     path, tensors, metadata,
-    close: () => { if (!closed) { closed = true; fs.closeSync(fd); } },
+    close: () => { if (!closed) { closed = true; src.close(); } },
   };
 }
 
@@ -122,11 +132,12 @@ export interface WriteOptions {
 }
 
 /**
- * Writes tensors to a safetensors file, streaming: the header first (sizes come from dtype x shape), then
- * each tensor's bytes as `read()` returns them, so only one tensor is in memory at a time.
+ * Writes tensors to a safetensors file (a path, or any ByteSink), streaming: the header first (sizes come from
+ * dtype x shape), then each tensor's bytes as `read()` returns them, so only one tensor is in memory at a time.
  * On failure the partial file is removed.
  */
-export function writeSafetensors(path: string, tensors: Iterable<TensorSource>, opts: WriteOptions = {}): void {
+export function writeSafetensors(target: string | ByteSink, tensors: Iterable<TensorSource>, opts: WriteOptions = {}): void {
+  const path = typeof target === 'string' ? target : target.name;
   const list = [...tensors];
   const header: Record<string, unknown> = {};
   if (opts.metadata && Object.keys(opts.metadata).length) header.__metadata__ = opts.metadata;
@@ -139,38 +150,29 @@ export function writeSafetensors(path: string, tensors: Iterable<TensorSource>, 
     header[t.name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
-  let json = Buffer.from(JSON.stringify(header), 'utf8');
+  const text = new TextEncoder().encode(JSON.stringify(header));
   // Pad the header with spaces so the data starts 8-byte aligned.
-  const pad = (8 - (json.length % 8)) % 8;
-  if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
-  const lenField = Buffer.alloc(8);
-  lenField.writeBigUInt64LE(BigInt(json.length));
+  const json = new Uint8Array(Math.ceil(text.length / 8) * 8).fill(0x20);
+  json.set(text);
+  const lenField = new Uint8Array(8);
+  new DataView(lenField.buffer).setBigUint64(0, BigInt(json.length), true);
 
-  const fd = fs.openSync(path, 'w');
-  let pos = 0;
-  const write = (b: Uint8Array): void => {
-    let done = 0;
-    while (done < b.length) {
-      done += fs.writeSync(fd, b, done, b.length - done, pos + done);
-    }
-    pos += b.length;
-  };
+  const sink = typeof target === 'string' ? platform.createFile(target) : target;
   try {
-    write(lenField);
-    write(json);
+    sink.write(lenField);
+    sink.write(json);
     for (const t of list) {
       const data = t.read();
       const want = (header[t.name] as { data_offsets: number[] }).data_offsets;
       if (data.length !== want[1]! - want[0]!) {
         throw new FormatError(`cannot write ${path}: tensor ${t.name} produced ${data.length} bytes, expected ${want[1]! - want[0]!}`);
       }
-      write(data);
+      sink.write(data);
       opts.onTensor?.(t.name, data.length);
     }
-    fs.closeSync(fd);
+    sink.close();
   } catch (e) {
-    fs.closeSync(fd);
-    try { fs.unlinkSync(path); } catch { /* already gone */ }
+    sink.abort();
     throw e;
   }
 }

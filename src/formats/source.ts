@@ -70,3 +70,29 @@ export function isFileSet(x: unknown): x is FileSet {
   return typeof x === 'object' && x !== null && typeof (x as FileSet).open === 'function' &&
     typeof (x as FileSet).pathOf === 'function';
 }
+
+/** Where a writer streams a file: written front to back, then closed (or aborted: the partial file is removed). */
+export interface ByteSink {
+  readonly name: string;
+  write(bytes: Uint8Array): void;
+  close(): void;
+  abort(): void;
+}
+
+/** A sink collecting the bytes in memory (`bytes()` after `close()`): files written in a browser, state blobs. */
+export function memorySink(name = 'buffer'): ByteSink & { bytes(): Uint8Array } {
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  return {
+    name,
+    write(b) { parts.push(b.slice()); total += b.byteLength; },
+    close() {},
+    abort() { parts.length = 0; total = 0; },
+    bytes() {
+      const out = new Uint8Array(total);
+      let o = 0;
+      for (const p of parts) { out.set(p, o); o += p.byteLength; }
+      return out;
+    },
+  };
+}

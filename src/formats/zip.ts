@@ -5,15 +5,15 @@
  * three things a general zip library does not guarantee together: (1) never reading the whole file into
  * memory (a 26 GB checkpoint must be inspectable), (2) every size read from the file checked against the
  * real file size before anything is allocated, and (3) direct file offsets of stored (uncompressed)
- * entries so tensors can be read lazily with `fs.readSync`. torch writes its entries uncompressed
+ * entries so tensors can be read lazily by offset (through a ByteSource, on any platform). torch writes its entries uncompressed
  * ("stored"), so we refuse compressed entries instead of carrying a decompressor.
  *
  * Supported: the central directory (found via the end-of-central-directory record), ZIP64 records and
  * extra fields (archives and entries over 4 GiB), stored entries. Not supported: compression, encryption,
  * multi-disk archives.
  */
-import * as fs from 'node:fs';
 import { FormatError } from '../errors.js';
+import { readExact, type ByteSource } from './source.js';
 
 const SIG_EOCD = 0x06054b50;
 const SIG_ZIP64_LOCATOR = 0x07064b50;
@@ -34,22 +34,6 @@ export interface ZipEntry {
   readonly localHeaderOffset: number;
 }
 
-/** Reads exactly `length` bytes at `position`, or throws a FormatError naming the file. */
-export function readExact(fd: number, path: string, position: number, length: number, fileSize: number): Uint8Array {
-  if (!Number.isSafeInteger(position) || !Number.isSafeInteger(length) || position < 0 || length < 0 ||
-      position + length > fileSize) {
-    throw new FormatError(`${path}: truncated or corrupt file (wanted ${length} bytes at offset ${position}, file has ${fileSize})`);
-  }
-  const buf = new Uint8Array(length);
-  let done = 0;
-  while (done < length) {
-    const n = fs.readSync(fd, buf, done, length - done, position + done);
-    if (n <= 0) throw new FormatError(`${path}: unexpected end of file at offset ${position + done}`);
-    done += n;
-  }
-  return buf;
-}
-
 /** Reads a little-endian u64 as a JS number, refusing values beyond 2^53. */
 function u64(view: DataView, off: number, what: string, path: string): number {
   const v = view.getBigUint64(off, true);
@@ -61,29 +45,29 @@ export class ZipReader {
   readonly path: string;
   readonly fileSize: number;
   readonly entries: ReadonlyMap<string, ZipEntry>;
-  private fd: number;
+  private closed = false;
   private dataOffsets = new Map<string, number>();
 
-  constructor(path: string) {
-    this.path = path;
-    this.fd = fs.openSync(path, 'r');
+  /** Reads the archive's directory from `src`; the reader owns `src` from now on (closing it on error too). */
+  constructor(private readonly src: ByteSource) {
+    this.path = src.name;
+    this.fileSize = src.size;
     try {
-      this.fileSize = fs.fstatSync(this.fd).size;
       this.entries = this.readCentralDirectory();
     } catch (e) {
-      fs.closeSync(this.fd);
+      src.close();
       throw e;
     }
   }
 
   close(): void {
-    if (this.fd >= 0) fs.closeSync(this.fd);
-    this.fd = -1;
+    if (!this.closed) this.src.close();
+    this.closed = true;
   }
 
   private read(position: number, length: number): Uint8Array {
-    if (this.fd < 0) throw new FormatError(`${this.path}: file already closed`);
-    return readExact(this.fd, this.path, position, length, this.fileSize);
+    if (this.closed) throw new FormatError(`${this.path}: file already closed`);
+    return readExact(this.src, position, length);
   }
 
   private readCentralDirectory(): Map<string, ZipEntry> {

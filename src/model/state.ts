@@ -10,6 +10,7 @@
 import type { Backend, Buf } from '../backends/kernels.js';
 import type { ModelConfig } from './config.js';
 import { openSafetensors, writeSafetensors } from '../formats/safetensors.js';
+import { bytesSource, memorySink, type ByteSink, type ByteSource } from '../formats/source.js';
 import { FormatError } from '../errors.js';
 import { bytesToFloat32 } from '../formats/dtype.js';
 
@@ -101,23 +102,34 @@ export function zeroHostState(c: ModelConfig): HostState {
   };
 }
 
-/** Write a state to a safetensors file (F32 tensors `state.att_x`, `state.ffn_x`, `state.wkv`). */
-export function saveState(path: string, host: HostState, c: ModelConfig, metadata: Record<string, string> = {}): void {
+/**
+ * Write a state as a safetensors file (F32 tensors `state.att_x`, `state.ffn_x`, `state.wkv`) to a path (Node) or a
+ * ByteSink. In a browser, `stateToBytes` gives the file's bytes.
+ */
+export function saveState(target: string | ByteSink, host: HostState, c: ModelConfig, metadata: Record<string, string> = {}): void {
   const { nLayer: L, nEmbd: C, nHead: H, headSize: N } = c;
   const f32 = (name: string, shape: number[], data: Float32Array) => ({
     name, dtype: 'F32' as const, shape,
     read: () => new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
   });
   writeSafetensors(
-    path,
+    target,
     [f32('state.att_x', [L, C], host.attX), f32('state.ffn_x', [L, C], host.ffnX), f32('state.wkv', [L, H, N, N], host.wkv)],
     { metadata: { format: 'rwkv7-state', ...metadata } },
   );
 }
 
-/** Read a state file written by `saveState`, checking that it fits the model. */
-export function loadState(path: string, c: ModelConfig): HostState {
-  const st = openSafetensors(path);
+/** The bytes of the state file `saveState` writes. */
+export function stateToBytes(host: HostState, c: ModelConfig, metadata: Record<string, string> = {}): Uint8Array {
+  const sink = memorySink('state');
+  saveState(sink, host, c, metadata);
+  return sink.bytes();
+}
+
+/** Read a state file written by `saveState` (a path, a ByteSource or the file's bytes), checking that it fits the model. */
+export function loadState(input: string | ByteSource | Uint8Array, c: ModelConfig): HostState {
+  const st = openSafetensors(input instanceof Uint8Array ? bytesSource(input, 'state') : input);
+  const path = st.path;
   try {
     const { nLayer: L, nEmbd: C, nHead: H, headSize: N } = c;
     const get = (name: string, shape: number[]): Float32Array => {

@@ -8,6 +8,7 @@
  * token id is not fed, and is not part of `tokens`). So a conversation can continue from it by processing only
  * the new tokens.
  */
+import { platform } from '../platform/index.js';
 import type { RWKV7 } from '../model/rwkv7.js';
 import type { State } from '../model/state.js';
 import type { WorldTokenizer } from '../tokenizer/index.js';
@@ -114,7 +115,7 @@ export class StopMatcher {
 
 /** Lets pending events (Ctrl-C, aborts, socket writes) run between tokens of a CPU-bound loop. */
 function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+  return platform.yieldToEventLoop();
 }
 
 /**

@@ -2,20 +2,17 @@
  * Loading a model: open the checkpoint (any supported format and layout), read its hyperparameters from
  * the tensor shapes, create the backend and upload the weights.
  */
-import { fileURLToPath } from 'node:url';
-import { existsSync } from 'node:fs';
 import { openCheckpoint } from '../formats/index.js';
+import type { ByteSource, FileSet } from '../formats/source.js';
 import type { Checkpoint, FileFormat, Layout } from '../formats/types.js';
 import type { WeightDType } from '../backends/kernels.js';
 import { configFromCheckpoint, type ModelConfig } from '../model/config.js';
 import { loadWeights, type LoadProgress } from '../model/weights.js';
 import { RWKV7 } from '../model/rwkv7.js';
 import { createBackend, type BackendName, type BackendOptions } from '../backends/index.js';
-import { UserError } from '../errors.js';
+import { platform } from '../platform/index.js';
 import { assertModelFits } from './fit.js';
 
-/** The small real model shipped inside the package (used when no --model is given). */
-export const DEFAULT_MODEL_PATH = fileURLToPath(new URL('../../assets/rwkv7-storyteller-L6-D192.pth', import.meta.url));
 
 export interface LoadOptions extends BackendOptions {
   /** Compute backend (default `auto`). */
@@ -47,10 +44,13 @@ export function defaultWeightDType(ck: Checkpoint, backend: BackendName): Weight
   }
 }
 
-export async function loadModel(path: string | undefined, opts: LoadOptions = {}): Promise<LoadedModel> {
-  const p = path ?? DEFAULT_MODEL_PATH;
-  if (!existsSync(p)) throw new UserError(`model not found: ${p}`);
-  const ck = openCheckpoint(p);
+/**
+ * Loads a model from a path (Node; default: the bundled model), a ByteSource (one checkpoint file, on any platform)
+ * or a FileSet (a Hugging Face folder).
+ */
+export async function loadModel(input: string | ByteSource | FileSet | undefined, opts: LoadOptions = {}): Promise<LoadedModel> {
+  const ck = openCheckpoint(input ?? platform.defaultModelPath());
+  const p = ck.path;
   try {
     const config = configFromCheckpoint(ck);
     const backendName = opts.backend ?? 'auto';

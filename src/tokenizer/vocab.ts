@@ -12,7 +12,6 @@
  * (after checking that it is well-formed UTF-8). Escapes are decoded with Python's rules.
  * Any deviation from the format is a FormatError naming the file and the line.
  */
-import { Buffer, isUtf8 } from 'node:buffer';
 import { FormatError } from '../errors.js';
 
 /** Token ids above this are rejected: they would make the id-indexed tables absurdly large. */
@@ -206,14 +205,25 @@ function parseLiteral(buf: Uint8Array, pos: number, end: number, out: Uint8Array
   }
 }
 
+/** Whether `bytes` are valid UTF-8 (the platform-neutral stand-in for Node's buffer.isUtf8). */
+function isUtf8(bytes: Uint8Array): boolean {
+  try {
+    utf8Fatal.decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}
+const utf8Fatal = new TextDecoder('utf-8', { fatal: true });
+
 /**
  * Parses a vocabulary file's contents. `name` is used in error messages (normally the file path).
  */
 export function parseVocab(bytes: Uint8Array, name: string): Vocab {
-  // A Buffer view (no copy) for the native indexOf used by the fast path below.
-  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // Uint8Array's native indexOf serves the fast path below.
+  const buf = bytes;
   // Every token is no longer than its literal, so the file size bounds the total token bytes.
-  const data = Buffer.alloc(buf.length);
+  const data = new Uint8Array(buf.length);
   // Fast path: when the whole file is valid UTF-8, a `str` literal without backslashes is just
   // its bytes between the quotes (found with the native indexOf). Everything else goes through parseLiteral.
   const fileIsUtf8 = isUtf8(buf);
@@ -332,7 +342,7 @@ export function parseVocab(bytes: Uint8Array, name: string): Vocab {
     }
     lineOfId[id] = k;
   }
-  const sorted = Buffer.alloc(dataLen);
+  const sorted = new Uint8Array(dataLen);
   let o = 0;
   for (let id = 0; id < size; id++) {
     offsets[id] = o;
@@ -341,9 +351,9 @@ export function parseVocab(bytes: Uint8Array, name: string): Vocab {
     present[id] = 1;
     const s = starts[k]!;
     const e = k + 1 < count ? starts[k + 1]! : dataLen;
-    data.copy(sorted, o, s, e);
+    sorted.set(data.subarray(s, e), o);
     o += e - s;
   }
   offsets[size] = o;
-  return { size, data: new Uint8Array(sorted.buffer, sorted.byteOffset, sorted.length), offsets, present };
+  return { size, data: sorted, offsets, present };
 }

@@ -2,17 +2,17 @@
  * The RWKV World tokenizer: greedy longest-byte-match over the 65536-token World vocabulary,
  * exactly as the official `TRIE_TOKENIZER` / `rwkv` package tokenizer.
  */
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
+import { platform } from '../platform/index.js';
+import { readAll, type ByteSource } from '../formats/source.js';
 import { parseVocab, type Vocab } from './vocab.js';
 import { ByteTrie } from './trie.js';
 
 /** Number of rows in every RWKV World model's embedding (the vocabulary file defines ids 1..65529). */
 export const WORLD_VOCAB_SIZE = 65536;
 
-/** The bundled vocabulary: `assets/` at the package root, two levels above this module in src/ and dist/. */
-const DEFAULT_VOCAB_URL = new URL('../../assets/rwkv_vocab_v20230424.txt', import.meta.url);
+/** The bundled vocabulary's bytes are below 4 MiB; a vocabulary file over this is not one. */
+const MAX_VOCAB_BYTES = 64 * 1024 * 1024;
 
 export interface WorldTokenizerOptions {
   /**
@@ -37,6 +37,17 @@ function newUtf8Decoder(): TextDecoder {
   return new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 }
 
+/** Largest vocabulary a tokenizer may be asked to span (real ones have 65536 ids; the id table costs 4 bytes an id). */
+export const MAX_VOCAB_SIZE = 1 << 24;
+
+/** Options are checked before anything is parsed or allocated. */
+function checkOptions(options: WorldTokenizerOptions): void {
+  const v = options.vocabSize;
+  if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_VOCAB_SIZE)) {
+    throw new UserError(`vocabSize must be an integer from 1 to ${MAX_VOCAB_SIZE}, got ${String(v)}`);
+  }
+}
+
 export class WorldTokenizer {
   /** Ids run from 0 to vocabSize - 1. */
   readonly vocabSize: number;
@@ -49,7 +60,7 @@ export class WorldTokenizer {
 
   private constructor(vocab: Vocab, name: string, options: WorldTokenizerOptions) {
     const requested = options.vocabSize;
-    if (requested !== undefined && (!Number.isInteger(requested) || requested < vocab.size)) {
+    if (requested !== undefined && requested < vocab.size) {
       throw new UserError(`vocabSize ${requested} is smaller than the vocabulary in ${name} (largest id ${vocab.size - 1})`);
     }
     this.vocabSize = requested ?? vocab.size;
@@ -62,25 +73,45 @@ export class WorldTokenizer {
     this.trie = new ByteTrie(vocab, name);
   }
 
-  /** Loads a vocabulary in the World format (`ID REPR LEN` lines). */
-  static fromFile(path: string, options: WorldTokenizerOptions = {}): WorldTokenizer {
-    return WorldTokenizer.fromBuffer(readFileSync(path), path, options);
+  /** Loads a vocabulary in the World format (`ID REPR LEN` lines) from a path (Node) or a ByteSource. */
+  static fromFile(input: string | ByteSource, options: WorldTokenizerOptions = {}): WorldTokenizer {
+    checkOptions(options);
+    const opened = typeof input === 'string' ? platform.openPath(input) : input;
+    if (!('read' in opened)) throw new UserError(`${opened.name}: is a folder, expected a vocabulary file`);
+    try {
+      if (opened.size > MAX_VOCAB_BYTES) throw new UserError(`${opened.name}: ${opened.size} bytes is too large for a vocabulary file`);
+      return WorldTokenizer.fromBuffer(readAll(opened), opened.name, options);
+    } finally {
+      opened.close();
+    }
   }
 
   /** Parses a vocabulary from the file's bytes; `name` is used in error messages. */
   static fromBuffer(buf: Uint8Array, name: string, options: WorldTokenizerOptions = {}): WorldTokenizer {
+    checkOptions(options);
     return new WorldTokenizer(parseVocab(buf, name), name, options);
   }
 
-  /** The bundled World vocabulary (`assets/rwkv_vocab_v20230424.txt`), loaded once and cached. */
+  /**
+   * The bundled World vocabulary (`assets/rwkv_vocab_v20230424.txt`), loaded once and cached. Synchronous where the
+   * platform can read it so (Node); in a browser, `await WorldTokenizer.load()` once first.
+   */
   static default(): WorldTokenizer {
-    WorldTokenizer.cached ??= WorldTokenizer.fromFile(fileURLToPath(DEFAULT_VOCAB_URL), { vocabSize: WORLD_VOCAB_SIZE });
+    if (!WorldTokenizer.cached) {
+      const bytes = platform.assetSync('vocab');
+      if (!bytes) throw new UserError('the bundled vocabulary is not loaded yet: await WorldTokenizer.load() first');
+      WorldTokenizer.cached = WorldTokenizer.fromBuffer(bytes, 'rwkv_vocab_v20230424.txt', { vocabSize: WORLD_VOCAB_SIZE });
+    }
     return WorldTokenizer.cached;
   }
 
-  /** Path of the bundled vocabulary file. */
-  static defaultVocabPath(): string {
-    return fileURLToPath(DEFAULT_VOCAB_URL);
+  /** The bundled World vocabulary, on any platform (fetched beside the bundle in browsers). */
+  static async load(): Promise<WorldTokenizer> {
+    if (!WorldTokenizer.cached) {
+      const bytes = platform.assetSync('vocab') ?? new Uint8Array(await platform.asset('vocab'));
+      WorldTokenizer.cached ??= WorldTokenizer.fromBuffer(bytes, 'rwkv_vocab_v20230424.txt', { vocabSize: WORLD_VOCAB_SIZE });
+    }
+    return WorldTokenizer.cached;
   }
 
   /** Encodes text (as its UTF-8 bytes; lone surrogates become U+FFFD as with TextEncoder). */

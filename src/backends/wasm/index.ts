@@ -14,6 +14,7 @@ import type { Activation, Backend, Buf, HostMatrix, Mat, MatmulOptions, WeightDT
 import type { BackendOptions } from '../index.js';
 import { UserError } from '../../errors.js';
 import { ThreadPool } from './pool.js';
+import { platform, type AssetName } from '../../platform/index.js';
 import { INT8_GROUP, storageDType } from '../quant.js';
 import {
   DTYPE_CODE, HEAP_BASE, PREFETCH_PAD, WASM_MAX_BYTES, layout16, layoutF32, layoutInt8, matrixBytes, paddedCols, paddedRows,
@@ -88,79 +89,67 @@ const BLOCKED = /receptance|\.(a1|a2)$/;
 const PAR_MIN_MACS = 1 << 14;
 const ACT: Record<Activation, number> = { none: 0, tanh: 1, sigmoid: 2, relu2: 3 };
 
-const isNode = typeof process !== 'undefined' && !!process.versions?.node;
 const modules = new Map<string, Promise<WebAssembly.Module>>();
 
-async function wasmBytes(file: string): Promise<ArrayBuffer> {
-  // This file is <root>/src/backends/wasm/index.ts (tsx) or <root>/dist/backends/wasm/index.js: both are three
-  // levels below <root>, and the build writes <root>/dist/wasm/*.wasm.
-  const url = new URL(`../../../dist/wasm/${file}`, import.meta.url);
-  if (isNode) {
-    const { readFile } = await import('node:fs/promises');
-    try {
-      const b = await readFile(url);
-      return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
-    } catch {
-      throw new UserError(`wasm kernels not found at ${url.pathname}: run 'npm run build:wasm'`);
-    }
-  }
-  return (await fetch(url)).arrayBuffer();
+/** The kernels' builds: shared memory (threads) or not (pages that are not cross-origin isolated), × SIMD flavour. */
+function assetName(simd: 'relaxed' | 'plain', shared: boolean): AssetName {
+  if (shared) return simd === 'relaxed' ? 'rwkv7-relaxed.wasm' : 'rwkv7.wasm';
+  return simd === 'relaxed' ? 'rwkv7-single-relaxed.wasm' : 'rwkv7-single.wasm';
 }
 
-/** True when relaxed SIMD can be compiled here (enabling it in V8 on Node 20 if needed). */
-async function relaxedAvailable(): Promise<ArrayBuffer | undefined> {
-  const bytes = await wasmBytes('rwkv7-relaxed.wasm');
+/** The relaxed-SIMD build's bytes when this engine validates them (enabling the feature where it must be), else undefined. */
+async function relaxedBytes(shared: boolean): Promise<ArrayBuffer | undefined> {
+  const bytes = await platform.asset(assetName('relaxed', shared));
   if (WebAssembly.validate(bytes)) return bytes;
-  if (isNode) {
-    try {
-      const v8 = await import('node:v8');
-      v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
-      if (WebAssembly.validate(bytes)) return bytes;
-    } catch { /* not available */ }
-  }
-  return undefined;
+  await platform.enableRelaxedSimd();
+  return WebAssembly.validate(bytes) ? bytes : undefined;
 }
 
-function loadModule(simd: 'relaxed' | 'plain'): Promise<WebAssembly.Module> {
-  let p = modules.get(simd);
+function loadModule(simd: 'relaxed' | 'plain', shared: boolean): Promise<WebAssembly.Module> {
+  const key = `${simd}/${shared}`;
+  let p = modules.get(key);
   if (!p) {
     p = (async () => {
       if (simd === 'relaxed') {
-        const bytes = await relaxedAvailable();
+        const bytes = await relaxedBytes(shared);
         if (bytes) return WebAssembly.compile(bytes);
         throw new Error('relaxed SIMD unavailable');
       }
-      return WebAssembly.compile(await wasmBytes('rwkv7.wasm'));
+      return WebAssembly.compile(await platform.asset(assetName('plain', shared)));
     })();
-    modules.set(simd, p);
+    modules.set(key, p);
   }
   return p;
 }
 
 export async function defaultThreads(): Promise<number> {
-  if (isNode) {
-    const os = await import('node:os');
-    return os.availableParallelism?.() ?? os.cpus().length;
-  }
-  return (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1;
+  return platform.cpuCount();
 }
 
 export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<WasmBackend> {
   const dtype = opts.dtype ?? 'f32';
-  const threads = Math.max(1, Math.floor(opts.threads ?? (await defaultThreads())));
+  let threads = Math.max(1, Math.floor(opts.threads ?? (await defaultThreads())));
+  // Browsers share a WebAssembly.Memory between threads only on cross-origin isolated pages: elsewhere run on one
+  // thread, with the build that does not declare its memory shared.
+  const shared = platform.sharedMemory();
+  if (shared !== true && threads > 1) {
+    opts.log?.(`wasm: ${shared}; running on 1 thread`);
+    threads = 1;
+  }
+  const isShared = shared === true;
   let simd: 'relaxed' | 'plain' = 'plain';
   let module: WebAssembly.Module;
   if (opts.simd !== 'plain') {
     try {
-      module = await loadModule('relaxed');
+      module = await loadModule('relaxed', isShared);
       simd = 'relaxed';
     } catch {
-      module = await loadModule('plain');
+      module = await loadModule('plain', isShared);
     }
   } else {
-    module = await loadModule('plain');
+    module = await loadModule('plain', isShared);
   }
-  const memory = new WebAssembly.Memory({ initial: HEAP_BASE / 65536 + 16, maximum: 65536, shared: true });
+  const memory = new WebAssembly.Memory({ initial: HEAP_BASE / 65536 + 16, maximum: 65536, shared: isShared });
   const instance = await WebAssembly.instantiate(module, { env: { memory } });
   const pool = await ThreadPool.create(module, memory, instance.exports, PAR_OPS, threads);
   return new WasmBackend(dtype, threads, simd, memory, instance.exports, pool, opts.maxChunk ?? 64);

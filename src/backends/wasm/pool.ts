@@ -8,11 +8,11 @@
  *   worker: spin on gen for a while, then Atomics.wait; on a new gen run its share, done += 1.
  * Every thread computes its own [lo, hi) from (items, align, thread id), so shares never overlap.
  *
- * The worker is plain JavaScript evaluated from a string (no file to locate, no TypeScript loader needed, the
- * same source works from src/ under tsx and from dist/; a browser would run it from a Blob URL). Workers are
- * unref()'d, so a forgotten dispose() does not keep the process alive.
+ * One protocol for every host: the worker is plain JavaScript defining `start(data, post)` (no file to locate, no
+ * TypeScript loader needed, the same source from src/ under tsx, from dist/ and in the browser bundle); the platform
+ * layer starts it as a Node worker thread or as a Web Worker from a Blob URL and hands it the module and the memory.
  */
-import type { Worker as NodeWorker } from 'node:worker_threads';
+import { platform, type PoolWorker } from '../../platform/index.js';
 
 /** Int32 index of the control block (byte 4096) and its fields. */
 export const CTRL = 1024;
@@ -27,8 +27,8 @@ export function share(items: number, align: number, id: number, n: number): [num
 }
 
 const WORKER_SOURCE = `
-const { workerData, parentPort } = require('node:worker_threads');
-const { module, memory, id, n, names, spin } = workerData;
+function start(data, post) {
+const { module, memory, id, n, names, spin } = data;
 const ex = new WebAssembly.Instance(module, { env: { memory } }).exports;
 const fns = names.map((k) => ex[k]);
 const I = new Int32Array(memory.buffer, 0, ${CTRL + 64});
@@ -39,7 +39,7 @@ function share(items, align, id, n) {
   return [Math.min(items, id * per * align), Math.min(items, (id + 1) * per * align)];
 }
 let seen = 0;
-parentPort.postMessage('ready');
+post('ready');
 for (;;) {
   let g = Atomics.load(I, ${CTRL + GEN});
   for (let i = 0; g === seen && i < spin; i++) g = Atomics.load(I, ${CTRL + GEN});
@@ -56,13 +56,14 @@ for (;;) {
   }
   if (Atomics.add(I, ${CTRL + DONE}, 1) + 1 === n - 1) Atomics.notify(I, ${CTRL + DONE});
 }
+}
 `;
 
 type Kernel = (lo: number, hi: number, ...args: number[]) => void;
 
 export class ThreadPool {
   private readonly I: Int32Array;
-  private readonly workers: NodeWorker[] = [];
+  private readonly workers: PoolWorker[] = [];
   private readonly fns: Kernel[];
 
   private constructor(memory: WebAssembly.Memory, exports: WebAssembly.Exports, readonly names: readonly string[], readonly threads: number) {
@@ -74,22 +75,10 @@ export class ThreadPool {
   static async create(module: WebAssembly.Module, memory: WebAssembly.Memory, exports: WebAssembly.Exports, names: readonly string[], threads: number): Promise<ThreadPool> {
     const pool = new ThreadPool(memory, exports, names, threads);
     if (threads > 1) {
-      const { Worker } = await import('node:worker_threads');
-      const ready: Promise<void>[] = [];
       for (let id = 1; id < threads; id++) {
-        const w = new Worker(WORKER_SOURCE, {
-          eval: true,
-          execArgv: [], // plain JS: no need for the tsx loader the parent may run under
-          workerData: { module, memory, id, n: threads, names, spin: 1 << 13 },
-        });
-        w.unref();
-        pool.workers.push(w);
-        ready.push(new Promise((resolve, reject) => {
-          w.once('message', () => resolve());
-          w.once('error', reject);
-        }));
+        pool.workers.push(platform.startWorker(WORKER_SOURCE, { module, memory, id, n: threads, names: [...names], spin: 1 << 13 }));
       }
-      await Promise.all(ready);
+      await Promise.all(pool.workers.map((w) => w.ready));
     }
     return pool;
   }

@@ -1,8 +1,8 @@
 /// <reference types="@webgpu/types" />
 /**
  * WebGPU backend entry points. One code path for browsers (`navigator.gpu`) and Node (Dawn, via the `webgpu`
- * npm package, loaded only when needed). The GPU object is created once per process and kept referenced by
- * every backend created from it (Dawn crashed when it was collected while an adapter lived).
+ * npm package, loaded only when needed; see src/platform/node.ts). The GPU object is created once per process and
+ * kept referenced by every backend created from it (Dawn crashed when it was collected while an adapter lived).
  *
  * Software adapters (SwiftShader, llvmpipe/lavapipe, WARP, ...) do not count as hardware for `auto`, unless
  * RWKV7_WEBGPU_ALLOW_SOFTWARE=1; `--backend webgpu` accepts them (with a notice).
@@ -10,29 +10,18 @@
 import type { Backend } from '../kernels.js';
 import type { BackendOptions } from '../index.js';
 import { UserError } from '../../errors.js';
+import { platform } from '../../platform/index.js';
 import { GPU_TUNING, SOFTWARE_TUNING, WebGpuBackend, type Tuning } from './backend.js';
 
 export { GPU_TUNING, SOFTWARE_TUNING, WebGpuBackend, type Tuning } from './backend.js';
 
-let gpuPromise: Promise<GPU | string> | undefined;
-
-/** navigator.gpu where it exists (browsers, Deno), else Dawn's; a reason string when neither is available. */
+/** navigator.gpu in browsers, Dawn in Node (the platform layer decides); a reason string when there is none. */
 function getGpu(): Promise<GPU | string> {
-  gpuPromise ??= (async () => {
-    const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
-    if (nav?.gpu) return nav.gpu;
-    try {
-      const dawn = await import('webgpu');
-      return dawn.create([]);
-    } catch (e) {
-      return `the WebGPU runtime (npm package 'webgpu') could not be loaded: ${(e as Error).message.split('\n')[0]}`;
-    }
-  })();
-  return gpuPromise;
+  return platform.gpu();
 }
 
 function env(name: string): string | undefined {
-  return typeof process !== 'undefined' ? process.env?.[name] : undefined;
+  return platform.env(name);
 }
 
 export function softwareAllowed(): boolean {
@@ -64,28 +53,10 @@ async function requestAdapter(gpu: GPU, allowFallback: boolean): Promise<GPUAdap
   }
 }
 
-/**
- * On Linux, Dawn reaches GPUs through the Vulkan loader; where `libvulkan.so.1` is absent it prints loader warnings
- * to stderr before reporting no adapter. `auto` checks for the loader first (the dynamic linker's cache and
- * LD_LIBRARY_PATH) so that a CPU-only machine gets one clean notice instead.
- */
-async function vulkanLoaderMissing(): Promise<boolean> {
-  if (typeof process === 'undefined' || process.platform !== 'linux') return false;
-  const { existsSync, readFileSync } = await import('node:fs');
-  const { join } = await import('node:path');
-  const lib = 'libvulkan.so.1';
-  if ((env('LD_LIBRARY_PATH') ?? '').split(':').some((d) => d && existsSync(join(d, lib)))) return false;
-  try {
-    if (readFileSync('/etc/ld.so.cache').includes(lib)) return false;
-  } catch {
-    return false; // no cache to consult: let Dawn look for itself
-  }
-  return !['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/lib64', '/lib'].some((d) => existsSync(join(d, lib)));
-}
-
 /** `true` when a hardware (non-fallback) WebGPU adapter exists, else a short reason why not. */
 export async function findHardwareAdapter(): Promise<true | string> {
-  if (await vulkanLoaderMissing()) return 'no Vulkan loader (libvulkan.so.1) for WebGPU';
+  const pre = await platform.gpuPrecheck();
+  if (pre) return pre;
   const gpu = await getGpu();
   if (typeof gpu === 'string') return gpu;
   const adapter = await requestAdapter(gpu, false);
