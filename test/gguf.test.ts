@@ -1,0 +1,220 @@
+// GGUF (llama.cpp rwkv7) reader and writer: fixtures against the reference's golden outputs, llama.cpp's own
+// greedy tokens, fuzzed headers, and our writer against llama.cpp's converter output byte for byte.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FormatError } from '../src/errors.js';
+import { bytesSource, type ByteSource } from '../src/formats/source.js';
+import { openGguf, parseGguf, GGUF_VALUE, type GgufCheckpointFile } from '../src/formats/gguf.js';
+import { checkGgufVocab, unescapeRwkvToken, escapeRwkvToken } from '../src/formats/gguf-rwkv7.js';
+import { dequantize, quantizeQ4_0, quantizeQ8_0, SUPPORTED_TYPES, GGML_TYPE } from '../src/formats/gguf-quant.js';
+import { writeGguf, type GgufTensorSpec } from '../src/formats/gguf-write.js';
+import { configFromCheckpoint } from '../src/model/config.js';
+import { loadWeights } from '../src/model/weights.js';
+import { RWKV7 } from '../src/model/rwkv7.js';
+import { createBackend } from '../src/backends/index.js';
+import { verifyGolden } from '../src/runtime/verify.js';
+import { argmax } from '../src/runtime/sampler.js';
+import { WorldTokenizer } from '../src/tokenizer/index.js';
+import { bytesToFloat32 } from '../src/formats/dtype.js';
+import type { Checkpoint } from '../src/formats/types.js';
+
+const shared = (p: string): string => fileURLToPath(new URL(`../../shared/${p}`, import.meta.url));
+const GG = (f: string): string => shared(`fixtures/gguf/${f}`);
+const TOL = 1e-5;
+
+/** A Node file as a ByteSource (fs.readSync), as the platform layer provides it. */
+function fileSource(path: string): ByteSource {
+  const fd = fs.openSync(path, 'r');
+  const size = fs.fstatSync(fd).size;
+  let open = true;
+  return {
+    name: path, size,
+    read(offset, length) {
+      const b = new Uint8Array(length);
+      let got = 0;
+      while (got < length) {
+        const n = fs.readSync(fd, b, got, length - got, offset + got);
+        if (n === 0) throw new FormatError(`${path}: unexpected end of file`);
+        got += n;
+      }
+      return b;
+    },
+    close() { if (open) { open = false; fs.closeSync(fd); } },
+  };
+}
+
+function asCheckpoint(g: GgufCheckpointFile): Checkpoint {
+  return { path: g.path, format: 'safetensors', layout: 'blinkdl', tensors: g.tensors, close: () => g.close() };
+}
+
+async function loadGguf(path: string): Promise<RWKV7> {
+  const g = openGguf(fileSource(path));
+  try {
+    const ck = asCheckpoint(g);
+    const config = configFromCheckpoint(ck);
+    const backend = await createBackend('js', { dtype: 'f32' });
+    return new RWKV7(backend, config, loadWeights(ck, config, backend));
+  } finally {
+    g.close();
+  }
+}
+
+const goldenCases: Array<[string, string, Array<'rnn' | 'seq'>]> = [
+  ['tiny-l2-d128-f32.gguf', 'fixtures/golden/tiny-l2-d128.golden.safetensors', ['rnn', 'seq']],
+  ['tiny-l2-d96-h32-f16.gguf', 'fixtures/golden/tiny-l2-d96-h32.golden.safetensors', ['rnn', 'seq']],
+  ['storyteller-L6-D192-q4_0.gguf', 'fixtures/gguf/storyteller-L6-D192-q4_0.golden.safetensors', ['seq']],
+];
+for (const [file, golden, modes] of goldenCases) {
+  test(`js on ${file} matches the reference (<= ${TOL})`, async () => {
+    const model = await loadGguf(GG(file));
+    const report = await verifyGolden(model, shared(golden), modes);
+    for (const g of report.groups) {
+      assert.ok(g.max_deviation <= TOL, `${g.name}/${g.mode}: deviation ${g.max_deviation}`);
+      assert.ok(g.state_max_rel_error !== null && g.state_max_rel_error <= TOL, `${g.name}/${g.mode}: state ${g.state_max_rel_error}`);
+    }
+    process.stdout.write(`# ${file}: max deviation ${report.max_deviation.toExponential(2)}, state ${report.max_state_rel_error?.toExponential(2)}\n`);
+  });
+}
+
+test('greedy continuation of "Once upon a time" on the Q4_0 file equals llama.cpp\'s 16 tokens', async () => {
+  const ref = JSON.parse(fs.readFileSync(GG('storyteller-L6-D192-q4_0.llama-cpp.json'), 'utf8')) as { prompt_tokens: number[]; greedy_tokens: number[]; text: string };
+  assert.deepEqual(WorldTokenizer.default().encode(ref.text), ref.prompt_tokens);
+  const model = await loadGguf(GG('storyteller-L6-D192-q4_0.gguf'));
+  const state = model.newState();
+  let logits = await model.forward(ref.prompt_tokens, state);
+  // llama.cpp's next-token distribution after the prompt, for the record.
+  const lp = bytesToFloat32('F32', fs.readFileSync(GG('storyteller-L6-D192-q4_0.llama-cpp.next_logprobs.bin')));
+  assert.equal(argmax(lp), argmax(logits));
+  const out: number[] = [];
+  for (let i = 0; i < ref.greedy_tokens.length; i++) {
+    const t = argmax(logits);
+    out.push(t);
+    logits = await model.forward([t], state);
+  }
+  assert.deepEqual(out, ref.greedy_tokens);
+});
+
+test('canonical names and shapes; hyperparameters; raw Q4_0 blocks round-trip through dequantization', () => {
+  const g = openGguf(fileSource(GG('storyteller-L6-D192-q4_0.gguf')));
+  try {
+    assert.deepEqual(g.rwkv7, { nEmbd: 192, nLayer: 6, vocabSize: 65536, headSize: 64, dimFfn: 768, lora: { decay: 32, a: 32, v: 32, gate: 64 } });
+    const t = (n: string) => { const r = g.tensors.get(n); assert.ok(r, n); return r; };
+    assert.deepEqual(t('emb.weight').shape, [65536, 192]);
+    assert.deepEqual(t('blocks.0.att.x_g').shape, [1, 1, 192]);
+    assert.deepEqual(t('blocks.3.att.w1').shape, [192, 32]);
+    assert.deepEqual(t('blocks.3.att.a2').shape, [32, 192]);
+    assert.deepEqual(t('blocks.2.att.r_k').shape, [3, 64]);
+    assert.ok(!g.tensors.has('blocks.0.att.v1') && g.tensors.has('blocks.1.att.v1'));
+    assert.ok(t('blocks.0.ln0.weight') && t('head.weight') && t('ln_out.bias'));
+    const head = t('head.weight');
+    assert.equal(head.dtype, 'F32');
+    assert.equal(head.ggml?.type.name, 'Q4_0');
+    const raw = head.ggml!.readRaw();
+    assert.equal(raw.length, 65536 * 192 / 32 * 18);
+    assert.deepEqual(new Uint8Array(head.read().buffer), new Uint8Array(dequantize(head.ggml!.type, raw, 65536 * 192).buffer));
+    // A transposed Q4_0 LoRA factor: the canonical matrix is the transpose of the stored one.
+    const a1 = t('blocks.1.att.a1');
+    assert.equal(a1.ggml?.transposed, true);
+    const stored = dequantize(a1.ggml!.type, a1.ggml!.readRaw(), 192 * 32); // [32, 192]
+    const canon = bytesToFloat32('F32', a1.read()); // [192, 32]
+    assert.equal(canon[5 * 32 + 7], stored[7 * 192 + 5]);
+    assert.equal(g.metadata['general.architecture'], 'rwkv7');
+  } finally {
+    g.close();
+  }
+});
+
+test('GGUF tokenizers are the World vocabulary (full on storyteller, a prefix on the tiny models)', () => {
+  const world = WorldTokenizer.default();
+  const full = openGguf(fileSource(GG('storyteller-L6-D192-q4_0.gguf')));
+  try {
+    const r = checkGgufVocab(full.gguf, world);
+    assert.equal(r.status, 'world', r.message);
+    assert.equal(r.tokens, 65536);
+  } finally { full.close(); }
+  const tiny = openGguf(fileSource(GG('tiny-l2-d96-h32-f16.gguf')));
+  try {
+    assert.equal(checkGgufVocab(tiny.gguf, world).status, 'world-prefix');
+  } finally { tiny.close(); }
+  for (const id of [1, 10, 39, 92, 261, 300, 5000, 65529]) {
+    const b = world.tokenBytes(id);
+    assert.deepEqual(unescapeRwkvToken(escapeRwkvToken(b)), b, `token ${id}`);
+  }
+  assert.equal(unescapeRwkvToken('bad\\q'), undefined);
+});
+
+// ---- quantization: ggml's block layouts on hand-made blocks ----
+
+test('dequantization of every supported block type follows ggml\'s layouts', () => {
+  const f16one = 0x3c00, f16half = 0x3800;
+  const T = (id: number) => SUPPORTED_TYPES.get(id)!;
+  // Q8_0: d = 0.5, q = j - 16.
+  const q8 = new Uint8Array(34);
+  new DataView(q8.buffer).setUint16(0, f16half, true);
+  for (let j = 0; j < 32; j++) q8[2 + j] = (j - 16) & 255;
+  assert.deepEqual([...dequantize(T(GGML_TYPE.Q8_0), q8, 32)], Array.from({ length: 32 }, (_, j) => (j - 16) / 2));
+  // Q4_0 / Q4_1: byte j = element j | element j+16 << 4.
+  const q4 = new Uint8Array(18);
+  new DataView(q4.buffer).setUint16(0, f16one, true);
+  for (let j = 0; j < 16; j++) q4[2 + j] = (j & 15) | ((15 - j) << 4);
+  const want4 = [...Array.from({ length: 16 }, (_, j) => j - 8), ...Array.from({ length: 16 }, (_, j) => 7 - j)];
+  assert.deepEqual([...dequantize(T(GGML_TYPE.Q4_0), q4, 32)], want4);
+  const q41 = new Uint8Array(20);
+  const dv41 = new DataView(q41.buffer);
+  dv41.setUint16(0, f16half, true); dv41.setUint16(2, f16one, true);
+  q41.set(q4.subarray(2), 4);
+  assert.deepEqual([...dequantize(T(GGML_TYPE.Q4_1), q41, 32)], want4.map((v) => (v + 8) / 2 + 1));
+  // Q5_0: the 5th bit of element j is bit j of qh.
+  const q5 = new Uint8Array(22);
+  const dv5 = new DataView(q5.buffer);
+  dv5.setUint16(0, f16one, true); dv5.setUint32(2, 0x80000001, true);
+  assert.deepEqual([...dequantize(T(GGML_TYPE.Q5_0), q5, 32)], Array.from({ length: 32 }, (_, j) => (j === 0 || j === 31 ? 0 : -16)));
+  const q51 = new Uint8Array(24);
+  const dv51 = new DataView(q51.buffer);
+  dv51.setUint16(0, f16one, true); dv51.setUint16(2, f16one, true); dv51.setUint32(4, 0x00010000, true); q51[8] = 0x21;
+  const got51 = dequantize(T(GGML_TYPE.Q5_1), q51, 32);
+  assert.deepEqual([got51[0], got51[16], got51[1]], [2, 1 + 16 + 2, 1]);
+  // Q4_K: sub-block 5's scale = (s[9] & 15) | (s[1] >> 6) << 4, its min = (s[9] >> 4) | (s[5] >> 6) << 4.
+  const k4 = new Uint8Array(144);
+  const dk = new DataView(k4.buffer);
+  dk.setUint16(0, f16one, true); dk.setUint16(2, f16half, true);
+  k4[4 + 9] = 0x32; k4[4 + 1] = 0x40; k4[4 + 5] = 0xc0; // scale 2 | 16 = 18, min 3 | 48 = 51
+  k4[16 + 2 * 32 + 3] = 0x50; // sub-block 5 = high nibbles of bytes 64..95: element 3 has q = 5
+  const got4k = dequantize(T(GGML_TYPE.Q4_K), k4, 256);
+  assert.equal(got4k[5 * 32 + 3], 18 * 5 - 51 * 0.5);
+  assert.equal(got4k[5 * 32 + 4], -51 * 0.5);
+  // Q5_K adds qh bit j of byte l for element l of sub-block j.
+  const k5 = new Uint8Array(176);
+  k5.set(k4.subarray(0, 16));
+  k5[16 + 3] = 1 << 5;
+  k5[48 + 2 * 32 + 3] = 0x50;
+  assert.equal(dequantize(T(GGML_TYPE.Q5_K), k5, 256)[5 * 32 + 3], 18 * (5 + 16) - 51 * 0.5);
+  // Q6_K: ql[128] qh[64] scales[16] d; element 64 + l of a half uses ql[l] >> 4 and qh bits 4-5.
+  const k6 = new Uint8Array(210);
+  new DataView(k6.buffer).setUint16(208, f16half, true);
+  k6[192 + 4] = 3; // scale of elements 64..79
+  k6[1] = 0x70; k6[128 + 1] = 0x20; // element 65: q = 7 | 2 << 4 = 39, minus 32 = 7
+  assert.equal(dequantize(T(GGML_TYPE.Q6_K), k6, 256)[65], 0.5 * 3 * 7);
+  assert.equal(dequantize(T(GGML_TYPE.Q6_K), k6, 256)[0], 0.5 * 0 * -32);
+});
+
+test('Q8_0 and Q4_0 quantizers round as ggml\'s reference', () => {
+  const x = Float32Array.from({ length: 64 }, (_, i) => Math.fround(Math.sin(i * 1.7) * (i % 7 + 1)));
+  const q8 = quantizeQ8_0(x);
+  const back8 = dequantize(SUPPORTED_TYPES.get(GGML_TYPE.Q8_0)!, q8, 64);
+  for (let i = 0; i < 64; i++) assert.ok(Math.abs(back8[i]! - x[i]!) <= 7 / 127 / 2 * 1.01, `q8 ${i}`);
+  const q4 = quantizeQ4_0(x);
+  // The largest-magnitude value of each block maps to code 0 exactly (d = max / -8).
+  const back4 = dequantize(SUPPORTED_TYPES.get(GGML_TYPE.Q4_0)!, q4, 64);
+  for (let b = 0; b < 2; b++) {
+    let m = 0;
+    for (let j = 0; j < 32; j++) if (Math.abs(x[b * 32 + j]!) > Math.abs(x[b * 32 + m]!)) m = j;
+    assert.ok(Math.abs(back4[b * 32 + m]! - x[b * 32 + m]!) <= Math.abs(x[b * 32 + m]!) * 1e-3);
+  }
+  // All zeros: d = 0 / -8 = -0 (f16 0x8000, as ggml and gguf-py store it), every code 8.
+  assert.deepEqual([...quantizeQ4_0(new Float32Array(32))], [0, 0x80, ...new Array(16).fill(0x88)]);
+});
