@@ -8,6 +8,7 @@ import type { Checkpoint, FileFormat, Layout, TensorRef } from './types.js';
 import type { RawTensorFile } from './raw.js';
 import { openPth } from './pth.js';
 import { openSafetensors } from './safetensors.js';
+import { openGguf } from './gguf.js';
 import { detectLayout, flaToCanonical } from './layouts.js';
 import { isByteSource, readAll, readExact, type ByteSource, type FileSet } from './source.js';
 import { platform } from '../platform/index.js';
@@ -39,6 +40,7 @@ function sniff(src: ByteSource): FileFormat {
   const n = head.length;
   const path = src.name;
   if (n >= 2 && head[0] === ZIP_MAGIC[0] && head[1] === ZIP_MAGIC[1]) return 'pth';
+  if (n >= 4 && head[0] === 0x47 && head[1] === 0x47 && head[2] === 0x55 && head[3] === 0x46) return 'gguf'; // "GGUF"
   if (n >= 2 && head[0] === 0x80 && head[1]! <= 5) {
     throw new FormatError(`${path}: legacy (pre-1.6, non-zip) PyTorch checkpoint; re-save it with torch >= 1.6 (torch.save) or convert it to safetensors`);
   }
@@ -53,6 +55,7 @@ function openRaw(src: ByteSource, format: FileFormat): RawTensorFile {
   switch (format) {
     case 'pth': return openPth(src);
     case 'safetensors': return openSafetensors(src);
+    case 'gguf': return openGguf(src);
   }
 }
 

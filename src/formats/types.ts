@@ -22,7 +22,7 @@ export interface TensorRef {
   read(): Uint8Array;
 }
 
-export type FileFormat = 'pth' | 'safetensors';
+export type FileFormat = 'pth' | 'safetensors' | 'gguf';
 export type Layout = 'blinkdl' | 'fla';
 
 export interface Checkpoint {
