@@ -14,6 +14,7 @@ import type { State } from '../model/state.js';
 import type { WorldTokenizer } from '../tokenizer/index.js';
 import { UserError } from '../errors.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
+import type { TokenConstraint } from './constraint/index.js';
 
 export interface GenerateOptions {
   /** Most tokens to generate (≥ 0). */
@@ -36,6 +37,12 @@ export interface GenerateOptions {
    * state). Ignored when `promptIds` is not empty.
    */
   lastLogits?: Float32Array;
+  /**
+   * Constrained decoding (e.g. `JsonGrammar.fromSchema(schema).constraint(tokenizer)`, one per generation): every
+   * token that cannot continue a valid output gets logit -Infinity before sampling, and generation ends with
+   * finishReason 'stop' (stoppedBy undefined) as soon as the output is complete and nothing more may follow.
+   */
+  constraint?: TokenConstraint;
 }
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -137,6 +144,9 @@ export async function generate(
   const matcher = new StopMatcher(opts.stop ?? []);
   const decoder = tokenizer.streamDecoder();
   const signal = opts.signal;
+  const constraint = opts.constraint;
+  // The masked copy of the logits (the model's own array is left as it is: it may be returned as lastLogits).
+  let masked: Float32Array | undefined;
 
   // ---- prefill ----
   const t0 = performance.now();
@@ -166,12 +176,17 @@ export async function generate(
       await yieldToEventLoop();
       if (signal.aborted) { finishReason = 'abort'; break; }
     }
-    const token = sampler.sample(logits);
+    if (constraint?.done) { finishReason = 'stop'; break; }
+    // Masking before the sampler = masking after its penalties (a -Infinity logit stays -Infinity) and before
+    // temperature/top-p/top-k, so that the nucleus is chosen among the allowed tokens only.
+    if (constraint) constraint.mask(logits, (masked ??= new Float32Array(logits.length)));
+    const token = sampler.sample(constraint ? masked! : logits);
     if (stopTokens.has(token)) {
       finishReason = 'stop';
       stoppedBy = token;
       break;
     }
+    constraint?.accept(token);
     tokens.push(token);
     opts.onToken?.(token);
     // Show the text before running the model on the token (lower latency); the state then takes the token in.
@@ -183,8 +198,9 @@ export async function generate(
       stoppedBy = matcher.matched;
       break;
     }
+    if (constraint?.done) { finishReason = 'stop'; break; }
   }
-  if (finishReason !== 'stop' || typeof stoppedBy === 'number') {
+  if (typeof stoppedBy !== 'string') {
     // No stop string matched: whatever the decoder and the matcher still hold is part of the text.
     const r = matcher.push(decoder.flush());
     emit(r.emit);
