@@ -12,6 +12,18 @@ import { FormatError, UserError } from '../src/errors.js';
 import { openPth } from '../src/formats/index.js';
 import { MAX_LONG_BYTES, unpickle, type PyValue } from '../src/formats/pickle.js';
 import { writePth, tensor, pickleStateDict, type PthStorage } from './helpers/pth-writer.js';
+import { configFromCheckpoint } from '../src/model/config.js';
+import { loadWeights } from '../src/model/weights.js';
+import { checkStateFinite } from '../src/model/state-check.js';
+import { findNonFinite, findNonFinite16 } from '../src/formats/finite.js';
+import { parseSavedChat } from '../src/runtime/chat.js';
+import { syntheticCheckpoint, type SyntheticShape } from '../src/runtime/synthetic.js';
+import { JsBackend } from '../src/backends/js/index.js';
+import type { Checkpoint, TensorRef } from '../src/formats/types.js';
+import { saveState, zeroHostState } from '../src/model/state.js';
+import { loadModel } from '../src/runtime/load.js';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rwkv7-hostile-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -154,12 +166,12 @@ test('pth: one storage key declared with two storage types (or sizes) is refused
 });
 
 test('pth: 300 layers aliasing one storage are refused; tied weights and disjoint views are accepted', () => {
-  const C = 64;
+  const C = 256;
   const shared: PthStorage = { key: 'w', dtype: 'F32', numel: C * C, data: () => new Uint8Array(C * C * 4) };
   const layers = Array.from({ length: 300 }, (_, i) => ({ name: `blocks.${i}.att.key.weight`, storage: shared, shape: [C, C] }));
   const p = path.join(tmp, 'alias.pth');
   writePth(p, layers);
-  assert.throws(() => openPth(p), isFormatError(/alias their storages 300\.0 times over \(4915200 bytes of tensors in 16384 bytes of distinct storage; e\.g\. blocks\.1\.att\.key\.weight shares storage archive\/data\/w with blocks\.0\.att\.key\.weight\); at most 2x/));
+  assert.throws(() => openPth(p), isFormatError(/alias their storages 300\.0 times over \(78643200 bytes of tensors in 262144 bytes of distinct storage; e\.g\. blocks\.1\.att\.key\.weight shares storage archive\/data\/w with blocks\.0\.att\.key\.weight\); at most 2x \(tied weights\) plus 16 MiB/));
 
   // tied embeddings (head.weight = emb.weight) and a fused qkv storage split into three disjoint views load fine
   const emb: PthStorage = { key: 'emb', dtype: 'F32', numel: 8 * C, data: () => new Uint8Array(8 * C * 4) };
@@ -173,4 +185,179 @@ test('pth: 300 layers aliasing one storage are refused; tied weights and disjoin
   assert.equal(f.tensors.size, 5);
   assert.equal(f.tensors.get('v')!.read().length, C * 4);
   f.close();
+});
+
+// ---- model config ----
+
+/** A checkpoint of shape-only tensors (read() is never called by configFromCheckpoint). */
+function shapesCheckpoint(names: string[]): Checkpoint {
+  const tensors = new Map<string, TensorRef>();
+  for (const name of names) tensors.set(name, { name, dtype: 'F32', shape: name === 'emb.weight' ? [16, 8] : [8], read: () => new Uint8Array(0) });
+  return { path: 'hostile.pth', format: 'pth', layout: 'blinkdl', tensors, close() {} };
+}
+
+test('config: 125k layer ids with a gap are a clear error (no Math.max(...ids) stack overflow)', () => {
+  const names = ['emb.weight'];
+  for (let i = 0; i <= 125_000; i++) if (i !== 777) names.push(`blocks.${i}.ln1.weight`);
+  assert.throws(() => configFromCheckpoint(shapesCheckpoint(names)),
+    isFormatError(/^hostile\.pth: layer indices are not contiguous: blocks\.777\.\* is missing but blocks\.125000\.ln1\.weight exists \(expected blocks\.0 to blocks\.124999 for 125000 layers\)/));
+  // a single far-away layer id, and non-canonical ones
+  assert.throws(() => configFromCheckpoint(shapesCheckpoint(['emb.weight', 'blocks.0.ln1.weight', 'blocks.99999999999.ln1.weight'])),
+    isFormatError(/blocks\.1\.\* is missing but blocks\.99999999999\.ln1\.weight exists/));
+  assert.throws(() => configFromCheckpoint(shapesCheckpoint(['emb.weight', 'blocks.0.ln1.weight', 'blocks.01.ln1.weight'])),
+    isFormatError(/tensor blocks\.01\.ln1\.weight has a malformed layer index/));
+  assert.throws(() => configFromCheckpoint(shapesCheckpoint(['emb.weight', `blocks.${'9'.repeat(400)}.x`])),
+    isFormatError(/has a malformed layer index/));
+});
+
+// ---- non-finite weights ----
+
+const TINY_SHAPE: SyntheticShape = { nLayer: 2, nEmbd: 64, headSize: 32, vocabSize: 32, dimFfn: 64, lora: { decay: 8, a: 8, v: 8, gate: 8 } };
+
+/** The synthetic checkpoint with element `at` of tensor `name` replaced by `value` (in the tensor's own dtype). */
+function poisoned(name: string, value: number, at = 3, dtype: 'BF16' | 'F32' = 'BF16'): Checkpoint {
+  const ck = syntheticCheckpoint(TINY_SHAPE);
+  const tensors = new Map(ck.tensors);
+  for (const [n, ref] of ck.tensors) {
+    const poison = n === name;
+    if (dtype === 'BF16' && !poison) continue;
+    tensors.set(n, {
+      name: n, dtype, shape: ref.shape,
+      read: () => {
+        const u16 = new Uint16Array(ref.read().slice().buffer);
+        const f32 = new Float32Array(u16.length);
+        const bits = new Uint32Array(f32.buffer);
+        for (let i = 0; i < u16.length; i++) bits[i] = u16[i]! << 16;
+        if (poison) f32[at] = value;
+        if (dtype === 'F32') return new Uint8Array(f32.buffer);
+        for (let i = 0; i < u16.length; i++) u16[i] = bits[i]! >>> 16;
+        return new Uint8Array(u16.buffer);
+      },
+    });
+  }
+  return { ...ck, path: 'poisoned.pth', tensors };
+}
+
+test('weights: NaN/Inf weights are refused by tensor name unless allowNonFinite is set', () => {
+  const cases: Array<[string, number, 'BF16' | 'F32', RegExp]> = [
+    ['blocks.1.att.key.weight', NaN, 'BF16', /^poisoned\.pth: tensor blocks\.1\.att\.key\.weight holds 1 non-finite value \(the first, NaN, at element 3\)/],
+    ['blocks.0.att.w1', -Infinity, 'BF16', /tensor blocks\.0\.att\.w1 holds 1 non-finite value \(the first, -Infinity/], // LoRA (transposed)
+    ['blocks.0.att.x_r', Infinity, 'BF16', /tensor blocks\.0\.att\.x_r holds 1 non-finite value \(the first, Infinity/], // vector
+    ['emb.weight', NaN, 'BF16', /tensor emb\.weight holds 1 non-finite/], // host embedding (bf16)
+    ['emb.weight', NaN, 'F32', /tensor emb\.weight holds 1 non-finite/], // host embedding (f32)
+    ['blocks.0.ln0.weight', NaN, 'BF16', /tensor blocks\.0\.ln0\.weight holds/], // host f64 vector
+    ['head.weight', Infinity, 'F32', /tensor head\.weight holds 1 non-finite/],
+  ];
+  for (const [name, value, dtype, re] of cases) {
+    const ck = poisoned(name, value, 3, dtype);
+    const config = configFromCheckpoint(ck);
+    assert.throws(() => loadWeights(ck, config, new JsBackend()), isFormatError(re), `${name} ${dtype}`);
+    assert.ok(loadWeights(ck, config, new JsBackend(), { allowNonFinite: true }).layers.length === 2);
+  }
+  // the clean checkpoint loads; the progress-callback form still works
+  const ck = syntheticCheckpoint(TINY_SHAPE);
+  let ticks = 0;
+  loadWeights(ck, configFromCheckpoint(ck), new JsBackend(), () => ticks++);
+  assert.ok(ticks > 0);
+});
+
+test('finite scans: counts, first index and kind, for f32 and raw bf16/f16 bits', () => {
+  assert.equal(findNonFinite(new Float32Array([1, 2, 3])), undefined);
+  assert.deepEqual(findNonFinite(new Float32Array([1, -Infinity, NaN, 3, Infinity])), { count: 3, first: 1, value: -Infinity });
+  assert.deepEqual(findNonFinite(new Float64Array([0, NaN])), { count: 1, first: 1, value: NaN });
+  assert.equal(findNonFinite16(Uint16Array.of(0x3f80, 0x7f7f), 'BF16'), undefined); // 1.0, max finite bf16
+  assert.deepEqual(findNonFinite16(Uint16Array.of(0x3f80, 0xff80, 0x7fc0), 'BF16'), { count: 2, first: 1, value: -Infinity });
+  assert.deepEqual(findNonFinite16(Uint16Array.of(0x7bff, 0x7e00), 'F16'), { count: 1, first: 1, value: NaN }); // max f16, NaN
+});
+
+// ---- saved state and conversation (/load) ----
+
+test('state: a state holding -Infinity or NaN is refused with the tensor named', () => {
+  const c = configFromCheckpoint(syntheticCheckpoint(TINY_SHAPE));
+  const host = zeroHostState(c);
+  checkStateFinite('s.safetensors', host);
+  host.wkv[10] = -Infinity;
+  host.wkv[20] = NaN;
+  assert.throws(() => checkStateFinite('s.safetensors', host),
+    isFormatError(/^s\.safetensors: state tensor state\.wkv holds 2 non-finite values \(the first, -Infinity, at element 10\)/));
+  const h2 = zeroHostState(c);
+  h2.ffnX[0] = NaN;
+  assert.throws(() => checkStateFinite('s.safetensors', h2), isFormatError(/state tensor state\.ffn_x holds 1 non-finite value/));
+});
+
+test('saved conversation: every malformed field is refused by name; good ones are copied clean', () => {
+  const isUserError = (re: RegExp) => (e: unknown) => {
+    assert.ok(e instanceof UserError, `expected UserError, got ${(e as Error)?.stack}`);
+    assert.match(e.message, re);
+    return true;
+  };
+  const bad: Array<[string, RegExp]> = [
+    ['null', /^c\.st: saved conversation field \(top level\) is null, expected an object/],
+    ['42', /field \(top level\) is a number/],
+    ['{"history":null}', /field history is null, expected an object \{system\?, turns\}/],
+    ['{"history":3}', /field history is a number/],
+    ['{"history":[]}', /field history is an array/],
+    ['{"history":{}}', /field history\.turns is missing, expected an array of turns/],
+    ['{"history":{"turns":{}}}', /field history\.turns is an object, expected an array/],
+    ['{"history":{"turns":[null]}}', /field history\.turns\[0\] is null, expected an object \{user, assistant, think\}/],
+    ['{"history":{"turns":[{"user":"a","assistant":"b","think":false},{"user":1,"assistant":"b"}]}}', /field history\.turns\[1\]\.user is a number, expected a string/],
+    ['{"history":{"turns":[{"user":"a"}]}}', /field history\.turns\[0\]\.assistant is missing, expected a string/],
+    ['{"history":{"turns":[{"user":"a","assistant":"b","think":"yes"}]}}', /history\.turns\[0\]\.think is a string, expected a boolean/],
+    ['{"history":{"system":7,"turns":[]}}', /field history\.system is a number, expected a string/],
+    ['{"history":{"turns":[]},"think":1}', /field think is a number, expected a boolean/],
+    ['{"history":{"turns":[]},"started":"true"}', /field started is a string, expected a boolean/],
+    ['{"history":{"turns":[]},"contextTokens":-1}', /field contextTokens is a number, expected a non-negative integer/],
+    ['{"history":{"turns":[]},"contextTokens":1.5}', /contextTokens is a number, expected a non-negative integer/],
+    ['{"history":{"turns":[]},"model":{}}', /field model is an object, expected a string/],
+    ['{"history":', /^c\.st: the saved conversation \(metadata rwkv7\.chat\) is not valid JSON/],
+  ];
+  for (const [json, re] of bad) assert.throws(() => parseSavedChat(json, 'c.st'), isUserError(re), json);
+
+  // missing system (no system prompt), missing think, extra fields and a __proto__ key are fine
+  const ok = parseSavedChat('{"history":{"turns":[{"user":"hi","assistant":" yo","__proto__":{"x":1}}],"extra":1},"started":true,"contextTokens":12}', 'c.st');
+  assert.deepEqual(ok, { history: { turns: [{ user: 'hi', assistant: ' yo', think: false }] }, started: true, contextTokens: 12 });
+  assert.equal(Object.getPrototypeOf(ok.history.turns[0]), Object.prototype);
+});
+
+test('rwkv7 chat: /load of malformed conversations and non-finite states is refused, and the chat goes on', { timeout: 120000 }, async () => {
+  const { config } = await loadModel(undefined, { backend: 'js' });
+  const files: string[] = [];
+  const save = (name: string, meta: string | undefined, poison = false): string => {
+    const host = zeroHostState(config);
+    if (poison) host.wkv[5] = -Infinity;
+    const f = path.join(tmp, name);
+    saveState(f, host, config, meta === undefined ? {} : { 'rwkv7.chat': meta });
+    files.push(f);
+    return f;
+  };
+  const cases = [
+    save('null-history.safetensors', '{"history":null}'),
+    save('number-history.safetensors', '{"history":5}'),
+    save('null-turn.safetensors', '{"history":{"turns":[null]}}'),
+    save('no-history.safetensors', '{}'),
+    save('bad-user.safetensors', '{"history":{"turns":[{"user":1,"assistant":"x","think":false}]}}'),
+    save('inf-state.safetensors', undefined, true),
+  ];
+  const good = save('good.safetensors', '{"history":{"turns":[{"user":"Hi","assistant":" Hello","think":false}]},"started":true,"contextTokens":9}');
+  const main = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+  const input = [...cases.map((f) => `/load ${f}`), 'Hello', `/load ${good}`, 'More', '/quit', ''].join('\n');
+  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    const p = execFile(process.execPath, ['--import', 'tsx', main, 'chat', '--backend', 'js', '--max-tokens', '3'], (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+    p.stdin!.end(input);
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /TypeError|at .*\.ts:\d+/);
+  const expect = [
+    /cannot load \S*null-history\.safetensors: \S+: saved conversation field history is null/,
+    /cannot load \S*number-history\.safetensors: \S+: saved conversation field history is a number/,
+    /cannot load \S*null-turn\.safetensors: \S+: saved conversation field history\.turns\[0\] is null/,
+    /cannot load \S*no-history\.safetensors: \S+: saved conversation field history is missing/,
+    /cannot load \S*bad-user\.safetensors: \S+: saved conversation field history\.turns\[0\]\.user is a number/,
+    /cannot load \S*inf-state\.safetensors: \S+: state tensor state\.wkv holds 1 non-finite value \(the first, -Infinity, at element 5\)/,
+    /\(loaded 1 turn\(s\) from \S*good\.safetensors\)/,
+  ];
+  for (const re of expect) assert.match(r.stderr, re);
+  assert.equal(r.stdout.match(/Assistant:/g)?.length, 2, r.stdout);
 });

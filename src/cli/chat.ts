@@ -8,8 +8,9 @@ import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { WorldTokenizer } from '../tokenizer/index.js';
 import { CHAT_DEFAULTS, Sampler } from '../runtime/sampler.js';
-import { Chat, type ChatHistory } from '../runtime/chat.js';
+import { Chat, parseSavedChat } from '../runtime/chat.js';
 import { saveState, loadState } from '../model/state.js';
+import { checkStateFinite } from '../model/state-check.js';
 import { openSafetensors } from '../formats/safetensors.js';
 import { UserError } from '../errors.js';
 import {
@@ -179,11 +180,13 @@ async function runChat(f: ChatFlags, cmd: Command): Promise<void> {
         if (!arg) { info('usage: /load FILE'); return true; }
         try {
           const host = loadState(arg, loaded.config);
+          checkStateFinite(arg, host);
           const st = openSafetensors(arg);
-          const meta = st.metadata[CHAT_META_KEY];
-          st.close();
-          // Parse everything before touching the live conversation, so a bad file leaves it as it was.
-          const m = meta ? (JSON.parse(meta) as { history: ChatHistory; think?: boolean; started?: boolean; contextTokens?: number }) : undefined;
+          let meta: unknown;
+          try { meta = Object.hasOwn(st.metadata, CHAT_META_KEY) ? st.metadata[CHAT_META_KEY] : undefined; } finally { st.close(); }
+          // Validate everything before touching the live conversation, so a bad file leaves it as it was.
+          if (meta !== undefined && typeof meta !== 'string') throw new UserError(`${arg}: metadata ${CHAT_META_KEY} is not a string`);
+          const m = meta !== undefined ? parseSavedChat(meta, arg) : undefined;
           chat.session.state.fromHost(host);
           if (m) {
             chat.restore(m.history, m.contextTokens ?? 0, m.started);

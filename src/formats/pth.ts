@@ -163,8 +163,10 @@ function readPth(path: string, zip: ZipReader): RawTensorFile {
   // not share storages, except for tied weights (e.g. head.weight = emb.weight) and views that split one storage
   // into disjoint parts (fused qkv), which at most double what the file holds. So each distinct storage counts once,
   // and the tensors together may be at most MAX_SHARING times the bytes of the storages they view (and of the
-  // file itself, in case zip entries overlap); beyond that the checkpoint is refused, naming a shared storage.
+  // file itself, in case zip entries overlap), plus SHARING_SLACK for small files that view one storage many ways;
+  // beyond that the checkpoint is refused, naming a shared storage.
   const MAX_SHARING = 2;
+  const SHARING_SLACK = 16 * 1024 * 1024;
   const firstUser = new Map<StorageInfo, string>();
   let tensorBytes = 0;
   let storageBytes = 0;
@@ -186,8 +188,8 @@ function readPth(path: string, zip: ZipReader): RawTensorFile {
   }
   if (tensors.size === 0) throw new FormatError(`${path}: no tensors found in the checkpoint`);
   const held = Math.min(storageBytes, zip.fileSize);
-  if (tensorBytes > MAX_SHARING * held) {
-    throw new FormatError(`${path}: the tensors alias their storages ${(tensorBytes / Math.max(held, 1)).toFixed(1)} times over (${tensorBytes} bytes of tensors in ${held} bytes of distinct storage${shared ? `; e.g. ${shared}` : ''}); at most ${MAX_SHARING}x (tied weights) is accepted, so a small file cannot load as a huge model`);
+  if (tensorBytes > MAX_SHARING * held + SHARING_SLACK) {
+    throw new FormatError(`${path}: the tensors alias their storages ${(tensorBytes / Math.max(held, 1)).toFixed(1)} times over (${tensorBytes} bytes of tensors in ${held} bytes of distinct storage${shared ? `; e.g. ${shared}` : ''}); at most ${MAX_SHARING}x (tied weights) plus ${SHARING_SLACK / 1048576} MiB is accepted, so a small file cannot load as a huge model`);
   }
   return { path, tensors, metadata: {}, close: () => zip.close() };
 }

@@ -55,15 +55,26 @@ export function configFromCheckpoint(ck: Checkpoint): ModelConfig {
   };
 
   const [vocabSize, nEmbd] = dims('emb.weight', 2) as [number, number];
+  // Layer ids come from tensor names (untrusted, possibly 100,000s of them): no spreading them into calls.
   const layerIds = new Set<number>();
+  let maxId = -1;
+  let maxName = '';
   for (const n of names) {
     const m = /^blocks\.(\d+)\./.exec(n);
-    if (m) layerIds.add(Number(m[1]));
+    if (!m) continue;
+    const id = Number(m[1]);
+    if (!Number.isSafeInteger(id) || String(id) !== m[1]) {
+      throw new FormatError(`${path}: tensor ${n.length > 120 ? `${n.slice(0, 120)}...` : n} has a malformed layer index (expected blocks.N. with N a plain decimal number)`);
+    }
+    layerIds.add(id);
+    if (id > maxId) { maxId = id; maxName = n; }
   }
   const nLayer = layerIds.size;
   if (nLayer === 0) throw new FormatError(`${path}: no blocks.N.* tensors: not an RWKV-7 checkpoint`);
-  for (let i = 0; i < nLayer; i++) {
-    if (!layerIds.has(i)) throw new FormatError(`${path}: layer indices are not contiguous: blocks.${i}.* is missing but ${Math.max(...layerIds)} exists`);
+  if (maxId !== nLayer - 1) {
+    let gap = 0;
+    while (layerIds.has(gap)) gap++;
+    throw new FormatError(`${path}: layer indices are not contiguous: blocks.${gap}.* is missing but ${maxName} exists (expected blocks.0 to blocks.${nLayer - 1} for ${nLayer} layers)`);
   }
   const [nHead, headSize] = dims('blocks.0.att.r_k', 2) as [number, number];
   if (nHead * headSize !== nEmbd) {

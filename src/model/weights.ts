@@ -11,6 +11,7 @@ import type { Checkpoint, TensorRef } from '../formats/types.js';
 import type { ModelConfig } from './config.js';
 import { FormatError } from '../errors.js';
 import { isFloatDType, toFloat32 } from '../formats/dtype.js';
+import { assertFinite } from '../formats/finite.js';
 
 export interface AttentionWeights {
   x_r: Buf; x_w: Buf; x_k: Buf; x_v: Buf; x_a: Buf; x_g: Buf;
@@ -46,8 +47,21 @@ export interface ModelWeights {
 
 export type LoadProgress = (done: number, total: number) => void;
 
-/** Upload every tensor of `ck` to `backend`. `onProgress` is called once per tensor. */
-export function loadWeights(ck: Checkpoint, config: ModelConfig, backend: Backend, onProgress?: LoadProgress): ModelWeights {
+export interface LoadWeightsOptions {
+  /** Called once per tensor. */
+  onProgress?: LoadProgress;
+  /**
+   * Accept weights holding NaN or infinities. Default false: such a checkpoint is corrupt (it would produce NaN
+   * logits), and is refused naming the first such tensor. Each tensor is scanned once, as it is converted.
+   */
+  allowNonFinite?: boolean;
+}
+
+/** Upload every tensor of `ck` to `backend` (the 4th argument: a progress callback, or options). */
+export function loadWeights(ck: Checkpoint, config: ModelConfig, backend: Backend, options?: LoadProgress | LoadWeightsOptions): ModelWeights {
+  const opts: LoadWeightsOptions = typeof options === 'function' ? { onProgress: options } : options ?? {};
+  const onProgress = opts.onProgress;
+  const finite: FiniteCheck = opts.allowNonFinite ? () => {} : (name, values, dtype) => assertFinite(ck.path, name, values, dtype);
   const total = ck.tensors.size;
   let done = 0;
   const ref = (name: string): TensorRef => {
@@ -58,6 +72,7 @@ export function loadWeights(ck: Checkpoint, config: ModelConfig, backend: Backen
   const tick = () => onProgress?.(++done, total);
   const vec = (name: string): Buf => {
     const data = toF32(ref(name), ck.path);
+    finite(name, data);
     const b = backend.buffer(data.length);
     backend.write(b, data);
     tick();
@@ -65,18 +80,20 @@ export function loadWeights(ck: Checkpoint, config: ModelConfig, backend: Backen
   };
   /** A Linear weight, already [out, in]. */
   const linear = (name: string): Mat => {
-    const m = backend.matrix(hostMatrix(ref(name), ck.path, false));
+    const m = backend.matrix(hostMatrix(ref(name), ck.path, false, finite));
     tick();
     return m;
   };
   /** A LoRA factor stored [in, out] (used as `x @ W`): transposed to [out, in]. */
   const lora = (name: string): Mat => {
-    const m = backend.matrix(hostMatrix(ref(name), ck.path, true));
+    const m = backend.matrix(hostMatrix(ref(name), ck.path, true, finite));
     tick();
     return m;
   };
   const host64 = (name: string): Float64Array => {
-    const v = Float64Array.from(toF32(ref(name), ck.path));
+    const f = toF32(ref(name), ck.path);
+    finite(name, f);
+    const v = Float64Array.from(f);
     tick();
     return v;
   };
@@ -108,7 +125,7 @@ export function loadWeights(ck: Checkpoint, config: ModelConfig, backend: Backen
       ffn: { x_k: vec(p + 'ffn.x_k'), key: linear(p + 'ffn.key.weight'), value: linear(p + 'ffn.value.weight') },
     });
   }
-  const emb = embedding(ref('emb.weight'), config, ck.path);
+  const emb = embedding(ref('emb.weight'), config, ck.path, finite);
   tick();
   const weights: ModelWeights = {
     emb,
@@ -129,7 +146,10 @@ export function toF32(t: TensorRef, path: string): Float32Array {
   return toFloat32(t);
 }
 
-function hostMatrix(t: TensorRef, path: string, transpose: boolean): HostMatrix {
+/** Refuses (or, with allowNonFinite, accepts) a tensor's values: f32 data, or raw bf16/f16 bit patterns. */
+type FiniteCheck = (name: string, values: Float32Array | Uint16Array, dtype?: 'BF16' | 'F16') => void;
+
+function hostMatrix(t: TensorRef, path: string, transpose: boolean, finite: FiniteCheck): HostMatrix {
   if (t.shape.length !== 2) throw new FormatError(`${path}: tensor '${t.name}' has shape [${t.shape.join(', ')}]; a matrix was expected`);
   let [rows, cols] = t.shape as [number, number];
   const name = t.name;
@@ -137,10 +157,12 @@ function hostMatrix(t: TensorRef, path: string, transpose: boolean): HostMatrix 
     const bytes = t.read();
     const copy = (bytes.byteOffset & 1) === 0 ? bytes : bytes.slice();
     let data = new Uint16Array(copy.buffer, copy.byteOffset, rows * cols);
+    finite(name, data, t.dtype);
     if (transpose) { data = transposed(data, rows, cols, new Uint16Array(rows * cols)); [rows, cols] = [cols, rows]; }
     return { name, rows, cols, dtype: t.dtype, data };
   }
   let data = toF32(t, path);
+  finite(name, data);
   if (transpose) { data = transposed(data, rows, cols, new Float32Array(rows * cols)); [rows, cols] = [cols, rows]; }
   return { name, rows, cols, dtype: 'F32', data };
 }
@@ -150,12 +172,13 @@ function transposed<A extends Float32Array | Uint16Array>(src: A, rows: number, 
   return dst;
 }
 
-function embedding(t: TensorRef, config: ModelConfig, path: string): Embedding {
+function embedding(t: TensorRef, config: ModelConfig, path: string, finite: FiniteCheck): Embedding {
   const C = config.nEmbd;
   if (t.dtype === 'BF16') {
     const bytes = t.read();
     const copy = (bytes.byteOffset & 1) === 0 ? bytes : bytes.slice();
     const u16 = new Uint16Array(copy.buffer, copy.byteOffset, config.vocabSize * C);
+    finite(t.name, u16, 'BF16');
     const cvt = new Float32Array(1);
     const bits = new Uint32Array(cvt.buffer);
     return {
@@ -166,5 +189,6 @@ function embedding(t: TensorRef, config: ModelConfig, path: string): Embedding {
     };
   }
   const f32 = toF32(t, path);
+  finite(t.name, f32);
   return { row(id, out) { for (let i = 0; i < C; i++) out[i] = f32[id * C + i]!; } };
 }

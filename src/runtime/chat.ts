@@ -14,6 +14,7 @@
 import type { RWKV7 } from '../model/rwkv7.js';
 import type { WorldTokenizer } from '../tokenizer/index.js';
 import { Session, type GenerateOptions, type GenerateResult } from './generate.js';
+import { UserError } from '../errors.js';
 
 /** Stop strings of an assistant turn: the blank line that ends it (and the next user turn, for safety). */
 export const CHAT_STOP = ['\n\nUser:', '\n\n'];
@@ -48,6 +49,87 @@ export interface ChatTurn {
 export interface ChatHistory {
   system?: string;
   turns: ChatTurn[];
+}
+
+/** What `/save` stores next to the state (metadata key `rwkv7.chat`), validated by `parseSavedChat`. */
+export interface SavedChat {
+  history: ChatHistory;
+  think?: boolean;
+  started?: boolean;
+  contextTokens?: number;
+  /** The model the conversation was held with (informational). */
+  model?: string;
+}
+
+/** JSON type of a value, for messages: "missing", "null", "an array", "a number", ... */
+function typeName(v: unknown): string {
+  if (v === undefined) return 'missing';
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  const t = typeof v;
+  return t === 'object' ? 'an object' : `a ${t}`;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Validates a saved conversation completely (every field, every turn) and returns a fresh copy holding only the
+ * known fields, so nothing malformed can reach `Chat.restore`, `Chat.turn` or `renderHistory` later.
+ * `json` is the text stored under `rwkv7.chat`; `file` names the state file in messages.
+ * Throws a UserError naming the field and what was expected.
+ */
+export function parseSavedChat(json: string, file: string): SavedChat {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(json);
+  } catch (e) {
+    throw new UserError(`${file}: the saved conversation (metadata rwkv7.chat) is not valid JSON: ${(e as Error).message}`);
+  }
+  const bad = (field: string, v: unknown, expected: string): never => {
+    throw new UserError(`${file}: saved conversation field ${field} is ${typeName(v)}, expected ${expected}`);
+  };
+  if (!isPlainObject(raw)) return bad('(top level)', raw, 'an object with history, think, started, contextTokens');
+  const opt = <T>(field: string, type: 'boolean' | 'string'): T | undefined => {
+    const v = Object.hasOwn(raw as object, field) ? (raw as Record<string, unknown>)[field] : undefined;
+    if (v === undefined) return undefined;
+    if (typeof v !== type) bad(field, v, `a ${type}`);
+    return v as T;
+  };
+  const h = Object.hasOwn(raw, 'history') ? raw.history : undefined;
+  if (!isPlainObject(h)) return bad('history', h, 'an object {system?, turns}');
+  const system = Object.hasOwn(h, 'system') ? h.system : undefined;
+  if (system !== undefined && typeof system !== 'string') bad('history.system', system, 'a string (or no field)');
+  const turnsRaw = Object.hasOwn(h, 'turns') ? h.turns : undefined;
+  if (!Array.isArray(turnsRaw)) return bad('history.turns', turnsRaw, 'an array of turns');
+  const turns: ChatTurn[] = [];
+  for (let i = 0; i < turnsRaw.length; i++) {
+    const t: unknown = turnsRaw[i];
+    const at = `history.turns[${i}]`;
+    if (!isPlainObject(t)) return bad(at, t, 'an object {user, assistant, think}');
+    const user = Object.hasOwn(t, 'user') ? t.user : undefined;
+    const assistant = Object.hasOwn(t, 'assistant') ? t.assistant : undefined;
+    const think = Object.hasOwn(t, 'think') ? t.think : undefined;
+    if (typeof user !== 'string') bad(`${at}.user`, user, 'a string');
+    if (typeof assistant !== 'string') bad(`${at}.assistant`, assistant, 'a string');
+    if (think !== undefined && typeof think !== 'boolean') bad(`${at}.think`, think, 'a boolean');
+    turns.push({ user: user as string, assistant: assistant as string, think: think === true });
+  }
+  const contextTokens = Object.hasOwn(raw, 'contextTokens') ? raw.contextTokens : undefined;
+  if (contextTokens !== undefined && !(typeof contextTokens === 'number' && Number.isSafeInteger(contextTokens) && contextTokens >= 0)) {
+    bad('contextTokens', contextTokens, 'a non-negative integer');
+  }
+  const out: SavedChat = { history: { turns } };
+  if (system !== undefined) out.history.system = system as string;
+  const think = opt<boolean>('think', 'boolean');
+  const started = opt<boolean>('started', 'boolean');
+  const model = opt<string>('model', 'string');
+  if (think !== undefined) out.think = think;
+  if (started !== undefined) out.started = started;
+  if (contextTokens !== undefined) out.contextTokens = contextTokens as number;
+  if (model !== undefined) out.model = model;
+  return out;
 }
 
 /** The full prompt text of a history (what the state holds after all its turns). */
