@@ -2,10 +2,12 @@
  * `rwkv7 generate`: continue a prompt, streaming the text to stdout (or one JSON object with --json).
  */
 import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
 import { WorldTokenizer } from '../tokenizer/index.js';
 import { GENERATE_DEFAULTS } from '../runtime/sampler.js';
 import { generate } from '../runtime/generate.js';
 import { UserError } from '../errors.js';
+import { JsonGrammar } from '../runtime/constraint/index.js';
 import {
   addModelOptions, addSamplingOptions, loadModelFromFlags, samplingFromFlags, statsLine, parseInteger, collect,
   type ModelFlags, type SamplingFlags,
@@ -17,6 +19,34 @@ interface GenerateFlags extends ModelFlags, SamplingFlags {
   stop?: string[];
   json?: boolean;
   quiet?: boolean;
+  jsonSchema?: string;
+  maxWhitespace?: number;
+}
+
+/**
+ * The grammar of `--json-schema FILE`: the file holds a JSON Schema (the supported subset: see
+ * src/runtime/constraint/schema.ts), or `object` instead of a file name asks for any JSON object.
+ */
+export function grammarFromFlag(file: string, maxWhitespace?: number): JsonGrammar {
+  if (file === 'object') return JsonGrammar.anyObject({ maxWhitespace });
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UserError(`cannot read --json-schema ${file}: ${(e as Error).message}`);
+  }
+  let schema: unknown;
+  try {
+    schema = JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`--json-schema ${file} is not JSON: ${(e as Error).message}`);
+  }
+  try {
+    return JsonGrammar.fromSchema(schema, { maxWhitespace });
+  } catch (e) {
+    if (e instanceof UserError) throw new UserError(`--json-schema ${file}: ${e.message}`);
+    throw e;
+  }
 }
 
 /** Turns the escapes \n, \r, \t and \\ in a --stop value into the characters (so `--stop '\n\n'` works). */
@@ -31,7 +61,9 @@ export function register(program: Command): void {
     .requiredOption('-p, --prompt <text>', 'the prompt')
     .option('-n, --max-tokens <n>', 'most tokens to generate', parseInteger('--max-tokens', 0), 200)
     .option('--stop <text>', 'stop before this string (repeatable; \\n, \\t, \\\\ are unescaped)', collect)
-    .option('--json', 'print one JSON object (text, tokens, finish reason, speeds) instead of streaming');
+    .option('--json', 'print one JSON object (text, tokens, finish reason, speeds) instead of streaming')
+    .option('--json-schema <file>', "constrain the output to JSON matching this JSON Schema file ('object': any JSON object)")
+    .option('--max-whitespace <n>', 'with --json-schema: most whitespace bytes between JSON tokens (0 = compact)', parseInteger('--max-whitespace', 0));
   addModelOptions(cmd);
   addSamplingOptions(cmd, GENERATE_DEFAULTS);
   cmd
@@ -44,9 +76,17 @@ Generation also stops at token 0 (end of document).
 Examples:
   rwkv7 generate --prompt "Once upon a time" --max-tokens 64
   rwkv7 generate --prompt "Once upon a time" --temperature 0 --json
-  rwkv7 generate -m rwkv7-g1-0.1b.pth -p "User: hi\\n\\nAssistant:" --stop '\\n\\n' --seed 42`)
+  rwkv7 generate -m rwkv7-g1-0.1b.pth -p "User: hi\\n\\nAssistant:" --stop '\\n\\n' --seed 42
+  rwkv7 generate -p "A character, as JSON: " --json-schema person.schema.json --max-tokens 300
+
+With --json-schema, tokens that cannot continue valid JSON are masked before sampling, and generation ends when
+the value is complete (supported JSON Schema: type, properties, required, additionalProperties, items,
+minItems/maxItems, minLength/maxLength, enum, const; other keywords are refused).`)
     .action(async (f: GenerateFlags, cmd: Command) => {
       if (f.prompt === undefined || f.prompt.length === 0) throw new UserError('--prompt must not be empty');
+      if (f.maxWhitespace !== undefined && f.jsonSchema === undefined) throw new UserError('--max-whitespace needs --json-schema');
+      // Compile the schema before loading the model: a refused schema fails fast.
+      const grammar = f.jsonSchema === undefined ? undefined : grammarFromFlag(f.jsonSchema, f.maxWhitespace);
       const loaded = await loadModelFromFlags(f);
       const tokenizer = WorldTokenizer.default();
       const promptIds = tokenizer.encode(f.prompt);
@@ -65,6 +105,7 @@ Examples:
         stop: f.stop?.map(unescapeStop),
         signal: ac.signal,
         onText: f.json ? undefined : (s) => process.stdout.write(s),
+        constraint: grammar?.constraint(tokenizer),
       });
       process.off('SIGINT', onSigint);
       if (f.json) {
