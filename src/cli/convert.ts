@@ -7,8 +7,13 @@ import { openCheckpoint, writeSafetensors, canonicalToFla, readAs, DTYPE_BYTES }
 import type { TensorSource } from '../formats/safetensors.js';
 import type { DType, Layout, TensorRef } from '../formats/types.js';
 import { configFromCheckpoint, type ModelConfig } from '../model/config.js';
+import { writeRwkv7Gguf, type GgufTargetType } from '../formats/gguf-write.js';
+import { fileSink } from '../platform/node.js';
+import { WorldTokenizer } from '../tokenizer/index.js';
 
 export type TargetDType = 'f32' | 'f16' | 'bf16';
+/** What --dtype accepts for .gguf output (the ggml block types only there). */
+const GGUF_TYPES: readonly string[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
 
 export interface ConvertOptions {
   layout?: Layout;
@@ -60,6 +65,40 @@ export function blinkdlConfigJson(c: ModelConfig, dtype: DType): Record<string, 
     n_layer: c.nLayer, n_embd: c.nEmbd, head_size: c.headSize, vocab_size: c.vocabSize,
     lora: { ...c.lora }, dim_ffn: c.dimFfn, dtype: dtype.toLowerCase(),
   };
+}
+
+export interface GgufConvertOptions {
+  /** Tensor type of the matrices (default: the checkpoint's own float type, as llama.cpp's `--outtype auto`). */
+  dtype?: GgufTargetType;
+  /** general.name (default: the input's file name without extension, as the converter names it by folder). */
+  name?: string;
+  onProgress?(done: number, total: number): void;
+}
+
+/**
+ * Converts a checkpoint to a llama.cpp `rwkv7` GGUF: what llama.cpp's converter writes (names, shapes, order,
+ * types, metadata, World tokenizer), streaming tensor by tensor.
+ */
+export function convertToGguf(input: string, output: string, opts: GgufConvertOptions = {}): ConvertResult {
+  if (nodePath.resolve(input) === nodePath.resolve(output)) throw new UserError('convert: output must differ from input');
+  const ck = openCheckpoint(input);
+  try {
+    const config = configFromCheckpoint(ck);
+    const head = ck.tensors.get('head.weight')?.dtype;
+    const type: GgufTargetType = opts.dtype ?? (head === 'BF16' ? 'bf16' : head === 'F16' ? 'f16' : 'f32');
+    const name = opts.name ?? nodePath.basename(input).replace(/\.(pth|pt|bin|safetensors|gguf)$/, '');
+    const total = [...ck.tensors.values()].reduce((a, t) => a + t.shape.reduce((p, q) => p * q, 1), 0);
+    let done = 0;
+    writeRwkv7Gguf(fileSink(output), ck.tensors, config, {
+      type, name, vocab: WorldTokenizer.default(),
+      onTensor: (_, bytes) => { done += bytes; opts.onProgress?.(done, total); },
+    });
+    // Layer 0's own v0/v1/v2 (unused) are not written: llama.cpp's placeholders there are copies of the a-LoRA.
+    const dropped = ['blocks.0.att.v0', 'blocks.0.att.v1', 'blocks.0.att.v2'].filter((n) => ck.tensors.has(n));
+    return { files: [output], dropped, config };
+  } finally {
+    ck.close();
+  }
 }
 
 /**
@@ -117,13 +156,25 @@ export function convertCheckpoint(input: string, output: string, opts: ConvertOp
 export function register(program: Command): void {
   program
     .command('convert')
-    .description('convert a checkpoint (.pth, .safetensors or fla/HF folder) to safetensors, BlinkDL or fla layout')
+    .description('convert a checkpoint (.pth, .safetensors, .gguf or fla/HF folder) to safetensors (BlinkDL or fla layout) or to a llama.cpp GGUF (OUT ending in .gguf)')
     .argument('<in>', 'input checkpoint file or folder')
-    .argument('<out>', 'output .safetensors file (blinkdl) or folder (fla)')
+    .argument('<out>', 'output .safetensors file (blinkdl), folder (fla), or .gguf file (llama.cpp rwkv7)')
     .option('--layout <layout>', 'output layout: blinkdl | fla', 'blinkdl')
-    .option('--dtype <dtype>', 'convert float tensors: f32 | f16 | bf16 (default: keep)')
+    .option('--dtype <dtype>', 'convert float tensors: f32 | f16 | bf16, and for .gguf output also q8_0 | q4_0 (default: keep)')
+    .option('--name <name>', '.gguf output: general.name (default: the input file name)')
     .option('--config <path>', 'blinkdl layout: also write the hyperparameters as JSON here')
-    .action((input: string, output: string, o: { layout: string; dtype?: string; config?: string }) => {
+    .action((input: string, output: string, o: { layout: string; dtype?: string; config?: string; name?: string }) => {
+      if (output.toLowerCase().endsWith('.gguf')) {
+        if (o.dtype !== undefined && !GGUF_TYPES.includes(o.dtype)) throw new UserError(`convert: --dtype for .gguf output must be one of ${GGUF_TYPES.join(', ')}, not ${o.dtype}`);
+        if (o.config) throw new UserError('convert: --config is for safetensors output (a GGUF carries its hyperparameters)');
+        if (o.layout !== 'blinkdl') throw new UserError('convert: --layout does not apply to .gguf output (llama.cpp has one rwkv7 layout)');
+        const r = convertToGguf(input, output, { dtype: o.dtype as GgufTargetType | undefined, name: o.name });
+        if (r.dropped.length) process.stderr.write(`note: left out (unused by the model; llama.cpp's layer-0 placeholders are written instead): ${r.dropped.join(', ')}\n`);
+        process.stderr.write(`wrote ${r.files.join(', ')}\n`);
+        return;
+      }
+      if (o.name !== undefined) throw new UserError('convert: --name is for .gguf output');
+      if (o.dtype === 'q8_0' || o.dtype === 'q4_0') throw new UserError(`convert: --dtype ${o.dtype} is for .gguf output (safetensors holds f32, f16 or bf16)`);
       if (o.layout !== 'blinkdl' && o.layout !== 'fla') throw new UserError(`convert: --layout must be blinkdl or fla, not ${o.layout}`);
       if (o.dtype !== undefined && !(o.dtype in TARGET)) throw new UserError(`convert: --dtype must be f32, f16 or bf16, not ${o.dtype}`);
       if (o.config && o.layout === 'fla') throw new UserError('convert: --config is for --layout blinkdl (fla always writes config.json)');

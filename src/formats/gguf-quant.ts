@@ -207,11 +207,11 @@ export function quantizeQ8_0(x: Float32Array): Uint8Array {
 }
 
 /**
- * Q4_0 exactly as ggml's `quantize_row_q4_0_ref` (and gguf-py's Q4_0): per 32 values, max = the value of largest
- * magnitude (the first such), d = max / -8, id = 1/d (f32), q = min(15, trunc(x·id + 8.5)) where x·id + 8.5 is
- * one fused multiply-add rounded to f32 (gguf-py computes it in float64 and rounds to f32; the f64 product of two
- * f32 values is exact, and the f64 sum of it and 8.5 then rounded to f32 is the FMA result except in double-rounding
- * ties this data never hits — both references agree on it), d stored as f16. Byte j: element j | element j+16 << 4.
+ * Q4_0 exactly as ggml's `quantize_row_q4_0_ref`: per 32 values, max = the value of largest magnitude (the first
+ * such), d = max / -8, id = 1/d (f32), q = min(15, trunc(x·id + 8.5)) with x·id and + 8.5 two separate f32
+ * operations (no fused multiply-add: an FMA, or gguf-py's float64 emulation of one, rounds a value like
+ * 3.99999987 down to code 3 where the reference gives 4; llama.cpp's files, and the fixture, follow the reference),
+ * d stored as f16. Byte j holds element j (low nibble) and element j+16 (high nibble).
  */
 export function quantizeQ4_0(x: Float32Array): Uint8Array {
   if (x.length % 32) throw new Error(`quantizeQ4_0: ${x.length} values is not a multiple of 32`);
@@ -229,7 +229,7 @@ export function quantizeQ4_0(x: Float32Array): Uint8Array {
     const id = d ? f32(1 / d) : 0;
     dv.setUint16(b * 18, numberToF16(d), true);
     for (let j = 0; j < 32; j++) {
-      const t = Math.trunc(f32(x[b * 32 + j]! * id + 8.5));
+      const t = Math.trunc(f32(f32(x[b * 32 + j]! * id) + 8.5));
       q[j] = Math.max(0, Math.min(15, t));
     }
     for (let j = 0; j < 16; j++) out[b * 18 + 2 + j] = q[j]! | (q[j + 16]! << 4);

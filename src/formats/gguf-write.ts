@@ -15,6 +15,7 @@ import { GGUF_MAGIC, GGUF_VALUE, GGUF_DEFAULT_ALIGNMENT, type GgufKV, type GgufV
 import { GGML_TYPE, SUPPORTED_TYPES, ggmlBytes, quantizeQ4_0, quantizeQ8_0, type GgmlTypeInfo } from './gguf-quant.js';
 import { LERP_ORDER, escapeRwkvToken, type VocabLike } from './gguf-rwkv7.js';
 import type { TensorRef } from './types.js';
+import type { ByteSink } from './source.js';
 
 /** One tensor to write: `ne` innermost first; `data()` returns exactly `ggmlBytes(type, numel)` bytes. */
 export interface GgufTensorSpec {
@@ -297,9 +298,8 @@ export function rwkv7GgufContents(canon: ReadonlyMap<string, TensorRef>, c: Rwkv
 
   const u32 = (value: number): GgufKV => ({ type: GGUF_VALUE.UINT32, value });
   const str = (value: string): GgufKV => ({ type: GGUF_VALUE.STRING, value });
-  // The converter counts the parameters of the source model (no layer-0 v placeholders, x_* not yet fused).
-  let params = 0;
-  for (const [n, t] of canon) if (!/^blocks\.0\.att\.v[012]$/.test(n)) params += t.shape.reduce((a, d) => a * d, 1);
+  // general.size_label counts every value written, layer 0's placeholder v-LoRA included (as in llama.cpp's files).
+  const params = tensors.reduce((a, t) => a + t.ne.reduce((p, d) => p * d, 1), 0);
   const { tokens, types } = rwkvTokens(opts.vocab, c.vocabSize);
   const metadata: Array<[string, GgufKV]> = [
     ['general.architecture', str('rwkv7')],
@@ -339,4 +339,21 @@ export function rwkvTokens(vocab: VocabLike, n: number): { tokens: string[]; typ
     else { tokens.push(`[PAD${id}]`); types.push(5); }
   }
   return { tokens, types };
+}
+
+/**
+ * Writes the rwkv7 GGUF of a model (canonical tensors, validated hyperparameters) to `sink`, tensor by tensor.
+ * `onTensor` is called after each tensor with its name and stored bytes. The sink is closed, or aborted on error.
+ */
+export function writeRwkv7Gguf(sink: ByteSink, canon: ReadonlyMap<string, TensorRef>, c: Rwkv7GgufConfig, opts: Rwkv7GgufOptions & { onTensor?(name: string, bytes: number): void }): number {
+  const { metadata, tensors } = rwkv7GgufContents(canon, c, opts);
+  const wrapped = tensors.map((t) => ({ ...t, data: () => { const b = t.data(); opts.onTensor?.(t.name, b.length); return b; } }));
+  try {
+    const n = writeGguf((b) => sink.write(b), metadata, wrapped);
+    sink.close();
+    return n;
+  } catch (e) {
+    sink.abort();
+    throw e;
+  }
 }
