@@ -11,7 +11,9 @@ import { bytesSource, type ByteSource } from '../src/formats/source.js';
 import { openGguf, parseGguf, GGUF_VALUE, type GgufCheckpointFile } from '../src/formats/gguf.js';
 import { checkGgufVocab, unescapeRwkvToken, escapeRwkvToken } from '../src/formats/gguf-rwkv7.js';
 import { dequantize, quantizeQ4_0, quantizeQ8_0, SUPPORTED_TYPES, GGML_TYPE } from '../src/formats/gguf-quant.js';
-import { writeGguf, type GgufTensorSpec } from '../src/formats/gguf-write.js';
+import { writeGguf, writeRwkv7Gguf, type GgufTargetType } from '../src/formats/gguf-write.js';
+import { openCheckpoint } from '../src/formats/index.js';
+import { memorySink } from '../src/formats/source.js';
 import { configFromCheckpoint } from '../src/model/config.js';
 import { loadWeights } from '../src/model/weights.js';
 import { RWKV7 } from '../src/model/rwkv7.js';
@@ -217,4 +219,83 @@ test('Q8_0 and Q4_0 quantizers round as ggml\'s reference', () => {
   }
   // All zeros: d = 0 / -8 = -0 (f16 0x8000, as ggml and gguf-py store it), every code 8.
   assert.deepEqual([...quantizeQ4_0(new Float32Array(32))], [0, 0x80, ...new Array(16).fill(0x88)]);
+});
+
+// ---- writer: what llama.cpp's converter writes ----
+
+function convertInMemory(model: string, type: GgufTargetType, name: string): Uint8Array {
+  const ck = openCheckpoint(model);
+  try {
+    const sink = memorySink(`${name}.gguf`);
+    writeRwkv7Gguf(sink, ck.tensors, configFromCheckpoint(ck), { type, name, vocab: WorldTokenizer.default() });
+    return sink.bytes();
+  } finally {
+    ck.close();
+  }
+}
+
+/** Compares two GGUFs tensor by tensor (names, order, types, dims, bytes), then metadata, then the whole file. */
+function assertSameGguf(ours: Uint8Array, ref: Uint8Array, label: string): void {
+  const a = parseGguf(bytesSource(ours, `ours ${label}`)), b = parseGguf(bytesSource(ref, `fixture ${label}`));
+  assert.deepEqual(a.tensors.map((t) => t.name), b.tensors.map((t) => t.name));
+  for (let i = 0; i < a.tensors.length; i++) {
+    const x = a.tensors[i]!, y = b.tensors[i]!;
+    assert.equal(x.type.name, y.type.name, `${x.name} type`);
+    assert.deepEqual(x.ne, y.ne, `${x.name} ne`);
+    const bx = ours.subarray(x.fileOffset, x.fileOffset + x.nbytes), by = ref.subarray(y.fileOffset, y.fileOffset + y.nbytes);
+    assert.ok(Buffer.from(bx).equals(Buffer.from(by)), `${label}: tensor ${x.name} (${x.type.name}) differs`);
+  }
+  assert.deepEqual([...a.metadata.keys()], [...b.metadata.keys()]);
+  for (const [k, v] of b.metadata) assert.deepEqual(a.metadata.get(k), v, `metadata ${k}`);
+  assert.ok(Buffer.from(ours).equals(Buffer.from(ref)), `${label}: files differ`);
+}
+
+test('convert storyteller .pth to q4_0 GGUF: byte-identical to the llama.cpp fixture, tensor by tensor', () => {
+  const ours = convertInMemory(shared('models/rwkv7-storyteller-L6-D192.pth'), 'q4_0', 'rwkv7-storyteller-L6-D192');
+  assertSameGguf(ours, fs.readFileSync(GG('storyteller-L6-D192-q4_0.gguf')), 'storyteller q4_0');
+});
+
+test('convert the tiny models to f32 / f16 GGUF: byte-identical to the fixtures', () => {
+  assertSameGguf(convertInMemory(shared('fixtures/models/tiny-l2-d128.pth'), 'f32', 'tiny-l2-d128'), fs.readFileSync(GG('tiny-l2-d128-f32.gguf')), 'tiny f32');
+  assertSameGguf(convertInMemory(shared('fixtures/models/tiny-l2-d96-h32.pth'), 'f16', 'tiny-l2-d96-h32'), fs.readFileSync(GG('tiny-l2-d96-h32-f16.gguf')), 'tiny f16');
+});
+
+test('our reader reads our writer\'s bf16 and q8_0 files (bf16 exact against the golden outputs)', async () => {
+  const pth = shared('fixtures/models/tiny-l2-d128.pth');
+  const ck = openCheckpoint(pth);
+  try {
+    for (const type of ['bf16', 'q8_0'] as const) {
+      const g = openGguf(bytesSource(convertInMemory(pth, type, 'tiny'), `tiny-${type}.gguf`));
+      const byName = new Map(g.gguf.tensors.map((t) => [t.name, t.type.name]));
+      const want = type === 'bf16' ? 'BF16' : 'Q8_0';
+      assert.equal(byName.get('blk.1.time_mix_key.weight'), want);
+      assert.equal(byName.get('blk.1.time_mix_a1.weight'), want);
+      assert.equal(byName.get('blk.1.time_mix_w1.weight'), 'F32');
+      assert.equal(byName.get('blk.1.time_mix_lerp_fused.weight'), 'F32');
+      for (const [name, ref] of ck.tensors) {
+        if (/^blocks\.0\.att\.v[012]$/.test(name)) continue;
+        const t = g.tensors.get(name);
+        assert.ok(t, name);
+        assert.deepEqual(t.shape, ref.shape, name);
+        const src = bytesToFloat32(ref.dtype, ref.read()), got = bytesToFloat32(t.dtype, t.read());
+        if (type === 'bf16' || t.ggml?.type.name !== 'Q8_0') {
+          assert.deepEqual(got, src, name); // bf16 source: bf16 and f32 storage are exact
+        } else {
+          let amax = 0;
+          for (let i = 0; i < src.length; i++) amax = Math.max(amax, Math.abs(got[i]! - src[i]!));
+          assert.ok(amax < 0.01, `${name}: q8_0 error ${amax}`);
+        }
+      }
+      if (type === 'bf16') {
+        const c = asCheckpoint(g);
+        const config = configFromCheckpoint(c);
+        const backend = await createBackend('js', { dtype: 'f32' });
+        const report = await verifyGolden(new RWKV7(backend, config, loadWeights(c, config, backend)), shared('fixtures/golden/tiny-l2-d128.golden.safetensors'), ['seq']);
+        assert.ok(report.max_deviation <= TOL, `bf16 GGUF deviation ${report.max_deviation}`);
+      }
+      g.close();
+    }
+  } finally {
+    ck.close();
+  }
 });
