@@ -299,3 +299,128 @@ test('our reader reads our writer\'s bf16 and q8_0 files (bf16 exact against the
     ck.close();
   }
 });
+
+// ---- untrusted input: lying headers give FormatErrors naming the field, never a crash or a huge allocation ----
+
+/**
+ * A small valid GGUF, laid out as (offsets in bytes):
+ *   0 magic | 4 version | 8 tensor_count | 16 kv_count
+ *   24 key len (20) | 32 "general.architecture" | 52 type 8 | 56 len 5 | 64 "rwkv7"
+ *   69 key len (5) | 77 "x.arr" | 82 type 9 | 86 item type 0 | 90 count 3 | 98 three u8
+ *   101 name len 1 | 109 "t" | 110 n_dims 2 | 114 ne0 32 | 122 ne1 2 | 130 type 0 (F32) | 134 offset 0 | 142 end
+ *   padding to 160, then 256 bytes of data.
+ */
+function tinyGguf(extra: Array<[string, { type: number; value: number | boolean }]> = []): Uint8Array {
+  const sink = memorySink();
+  writeGguf((b) => sink.write(b), [
+    ['general.architecture', { type: GGUF_VALUE.STRING, value: 'rwkv7' }],
+    ['x.arr', { type: GGUF_VALUE.ARRAY, value: { itemType: GGUF_VALUE.UINT8, items: [1, 2, 3] } }],
+    ...extra,
+  ], [{ name: 't', ne: [32, 2], type: SUPPORTED_TYPES.get(GGML_TYPE.F32)!, data: () => new Uint8Array(256) }]);
+  return sink.bytes();
+}
+
+function mutated(at: number, width: 4 | 8, value: number | bigint, base = tinyGguf()): Uint8Array {
+  const b = base.slice();
+  const dv = new DataView(b.buffer);
+  if (width === 4) dv.setUint32(at, Number(value), true);
+  else dv.setBigUint64(at, BigInt(value), true);
+  return b;
+}
+
+function assertFormatError(bytes: Uint8Array, re: RegExp, label: string): void {
+  assert.throws(() => parseGguf(bytesSource(bytes, 'bad.gguf')), (e: unknown) => {
+    assert.ok(e instanceof FormatError, `${label}: ${String(e)}`);
+    assert.match(e.message, /^bad\.gguf: /, label);
+    assert.match(e.message, re, label);
+    return true;
+  }, label);
+}
+
+test('fuzzed GGUF headers: lying counts, lengths, offsets, dimensions and types are FormatErrors naming the field', () => {
+  const ok = parseGguf(bytesSource(tinyGguf(), 'ok.gguf'));
+  assert.deepEqual([ok.tensors[0]!.fileOffset, ok.tensors[0]!.nbytes, ok.dataOffset], [160, 256, 160]);
+  const cases: Array<[Uint8Array, RegExp, string]> = [
+    [mutated(0, 4, 0x46554746), /not a GGUF file/, 'magic'],
+    [mutated(4, 4, 1), /version 1 is obsolete/, 'v1'],
+    [mutated(4, 4, 4), /unsupported GGUF version 4/, 'v4'],
+    [mutated(8, 8, 2n ** 40n), /tensor_count is 1099511627776/, 'tensor count'],
+    [mutated(16, 8, 2n ** 62n), /metadata_kv_count/, 'kv count'],
+    [mutated(24, 8, 2n ** 63n), /length of metadata key #0/, 'key length'],
+    [mutated(56, 8, 1e9), /length of metadata general\.architecture/, 'string length'],
+    [mutated(52, 4, 42), /general\.architecture has unknown value type 42/, 'value type'],
+    [mutated(86, 4, 99), /x\.arr has unknown element type 99/, 'array item type'],
+    [mutated(90, 8, 2n ** 50n), /element count of metadata x\.arr/, 'array count'],
+    [mutated(110, 4, 5), /tensor t has 5 dimensions/, 'n_dims'],
+    [mutated(110, 4, 0), /tensor t has 0 dimensions/, 'n_dims 0'],
+    [mutated(114, 8, 2n ** 60n), /ne\[0\] of tensor t/, 'huge dim'],
+    [mutated(114, 8, 0), /tensor t has an empty dimension/, 'zero dim'],
+    [mutated(122, 8, 100), /tensor t .*runs past the end of the file/, 'dims beyond data'],
+    [mutated(114, 8, 3000, mutated(122, 8, 3000)), /more than a file of \d+ bytes can hold/, 'dim product'],
+    [mutated(130, 4, 16), /tensor t has ggml type IQ2_XXS, which this runtime does not read/, 'IQ type'],
+    [mutated(130, 4, 1000), /tensor t has ggml type type 1000/, 'unknown type'],
+    [mutated(130, 4, 2, mutated(114, 8, 16)), /Q4_0 with rows of 16 values, not a multiple of its block size 32/, 'partial block'],
+    [mutated(134, 8, 2n ** 40n), /data offset of tensor t/, 'huge offset'],
+    [mutated(134, 8, 3), /data offset 3 is not a multiple of the alignment 32/, 'misaligned offset'],
+    [mutated(134, 8, 32), /runs past the end/, 'offset past end'],
+    [tinyGguf().subarray(0, 20), /only 20 bytes/, 'tiny file'],
+  ];
+  for (const [bytes, re, label] of cases) assertFormatError(bytes, re, label);
+  // general.alignment must be a power of two.
+  assertFormatError(tinyGguf([['general.alignment', { type: GGUF_VALUE.UINT32, value: 3 }]]), /general\.alignment must be a u32 power of two/, 'alignment');
+  // A bool byte other than 0/1.
+  const withBool = tinyGguf([['b', { type: GGUF_VALUE.BOOL, value: true }]]);
+  const boolAt = withBool.indexOf(0x62, 100) + 1 + 4; // after key "b" and its type
+  const bad = withBool.slice();
+  bad[boolAt] = 7;
+  assertFormatError(bad, /metadata b is a bool with byte value 7/, 'bool');
+});
+
+test('fuzzed GGUF files: every truncation and thousands of random corruptions give FormatErrors or parse, nothing else', () => {
+  const base = tinyGguf();
+  for (let n = 0; n < base.length; n++) {
+    try { parseGguf(bytesSource(base.subarray(0, n), 'cut.gguf')); assert.fail(`truncated to ${n} bytes parsed`); } catch (e) {
+      assert.ok(e instanceof FormatError, `truncated to ${n}: ${String(e)}`);
+    }
+  }
+  const real = fs.readFileSync(GG('tiny-l2-d96-h32-f16.gguf')).subarray(0, 20000); // header + some data
+  const g = parseGguf(bytesSource(fs.readFileSync(GG('tiny-l2-d96-h32-f16.gguf')), 'x'));
+  const rss0 = process.memoryUsage().rss;
+  let seed = 12345;
+  const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
+  for (let i = 0; i < 3000; i++) {
+    const src = i % 2 ? base : real;
+    const b = src.slice();
+    for (let k = 0, m = 1 + rnd(4); k < m; k++) {
+      // Corrupt the header region (where the counts and lengths are), often in the high bytes of a u64.
+      const at = rnd(Math.min(b.length, i % 2 ? base.length : g.dataOffset));
+      b[at] = rnd(3) === 0 ? 0xff : rnd(256);
+    }
+    try { parseGguf(bytesSource(b, 'fuzz.gguf')); } catch (e) {
+      assert.ok(e instanceof FormatError, `mutation ${i}: ${String(e)}`);
+    }
+  }
+  assert.ok(process.memoryUsage().rss - rss0 < 512 * 2 ** 20, 'fuzzing must not allocate much');
+});
+
+test('rwkv7 mapping errors: hyperparameter metadata that disagrees with the shapes, foreign architectures, unknown tensors', () => {
+  const real = fs.readFileSync(GG('tiny-l2-d128-f32.gguf'));
+  const at = (key: string): number => real.indexOf(Buffer.from(key)) + key.length + 4; // the value after the type
+  const open = (b: Uint8Array): void => { openGguf(bytesSource(b, 'bad.gguf')).close(); };
+  const patch = (key: string, v: number): Uint8Array => { const b = Uint8Array.from(real); new DataView(b.buffer).setUint32(at(key), v, true); return b; };
+  assert.throws(() => open(patch('rwkv7.embedding_length', 256)), /metadata rwkv7\.embedding_length = 256, but the tensor shapes give 128/);
+  assert.throws(() => open(patch('rwkv7.block_count', 3)), /metadata rwkv7\.block_count = 3, but the tensor shapes give 2/);
+  assert.throws(() => open(patch('rwkv7.attention.gate_lora_rank', 32)), /gate_lora_rank = 32, but the tensor shapes give 64/);
+  assert.throws(() => open(patch('rwkv7.wkv.head_size', 48)), /head_size 48 does not divide n_embd 128/);
+  const arch = Uint8Array.from(real);
+  arch[real.indexOf(Buffer.from('rwkv7'), 40) + 4] = 0x36; // the architecture value "rwkv7" -> "rwkv6"
+  assert.throws(() => open(arch), (e: unknown) => e instanceof FormatError && /architecture is "rwkv6" \(an older RWKV generation/.test(e.message));
+  const renamed = Uint8Array.from(real);
+  renamed[real.indexOf(Buffer.from('output_norm.bias')) + 15] = 0x74; // "output_norm.biat"
+  assert.throws(() => open(renamed), /unrecognised tensor output_norm\.biat for the rwkv7 architecture/);
+  // The whole file through openCheckpoint (format sniffing by magic).
+  const ck = openCheckpoint(bytesSource(real, 'tiny.gguf'));
+  assert.equal(ck.format, 'gguf');
+  assert.equal(configFromCheckpoint(ck).headSize, 64);
+  ck.close();
+});
