@@ -43,3 +43,6 @@ const best = rows.filter((r) => r.backend === 'wasm' && r.dtype === 'bf16').sort
 if (best) {
   console.log(`\nwasm bf16 vs js bf16: decode ×${(best.decode_tok_s / js.decode_tok_s).toFixed(1)}, prefill ×${(best.prefill_tok_s / js.prefill_tok_s).toFixed(1)}`);
 }
+
+// The sampler's cost per token at V = 65536 with the default settings, old sort-based vs current (bench/sampler.ts).
+await (await import('./sampler.js')).runSamplerBench();

@@ -7,6 +7,7 @@ import {
 } from '../src/runtime/sampler.js';
 import { WorldTokenizer } from '../src/tokenizer/index.js';
 import { UserError } from '../src/errors.js';
+import { referenceSamplingDistribution, ReferenceSampler, makeLogits } from '../bench/sampler.js';
 
 const tok = WorldTokenizer.default();
 const close = (a: number, b: number, eps = 1e-9) => assert.ok(Math.abs(a - b) <= eps, `${a} != ${b}`);
@@ -142,4 +143,134 @@ test('invalid options are rejected', () => {
   assert.throws(() => new Sampler({ ...noPenalty, temperature: -1 }, tok), UserError);
   assert.throws(() => new Sampler({ ...noPenalty, topP: 1.5 }, tok), UserError);
   assert.throws(() => new Sampler({ ...noPenalty, topK: 1.5 }, tok), UserError);
+});
+
+// ---- The O(V) sampler against the previous sort-based implementation (bench/sampler.ts keeps it as the oracle).
+// What is compared: the kept token ids (same tokens, same order) and every probability with strict equality
+// (Object.is via deepStrictEqual) — the new code performs the same float64 operations in the same order, so the
+// bits must agree, not merely be close; and for whole Sampler runs, the exact token sequence.
+
+/** Logit vectors of many shapes, including exact ties, -Infinity (banned) entries and tiny value ranges. */
+function logitCases(rng: Rng, V: number): Float64Array[] {
+  const out: Float64Array[] = [];
+  for (const kind of ['flat', 'gaussian', 'dominant'] as const) out.push(Float64Array.from(makeLogits(kind, V, rng)));
+  out.push(Float64Array.from({ length: V }, () => Math.floor(rng.next() * 4))); // integers: massive ties
+  out.push(Float64Array.from({ length: V }, () => 1e-6 * rng.next())); // nearly uniform: all in a tiny range
+  out.push(new Float64Array(V)); // all equal
+  const banned = Float64Array.from(makeLogits('gaussian', V, rng));
+  for (let i = 0; i < V; i += 3) banned[i] = -Infinity;
+  out.push(banned);
+  // a plateau of equal top logits (the top-p cutoff falls inside the ties) above a noisy tail
+  out.push(Float64Array.from({ length: V }, (_, i) => (i % 7 === 3 ? 5 : rng.next())));
+  return out;
+}
+
+function assertSameDistribution(logits: ArrayLike<number>, t: number, topP: number, topK: number, what: string) {
+  let ref: ReturnType<typeof referenceSamplingDistribution>;
+  try {
+    ref = referenceSamplingDistribution(logits, t, topP, topK);
+  } catch (e) {
+    assert.ok(e instanceof UserError); // every token banned: both refuse
+    assert.throws(() => samplingDistribution(logits, t, topP, topK), UserError);
+    return;
+  }
+  const got = samplingDistribution(logits, t, topP, topK);
+  assert.deepStrictEqual(got.ids, ref.ids, `${what}: ids`);
+  assert.deepStrictEqual(got.probs, ref.probs, `${what}: probs`);
+}
+
+test('samplingDistribution equals the sort-based reference bit for bit (ids, order, probabilities)', () => {
+  const rng = new Rng(11);
+  for (const V of [1, 2, 3, 5, 17, 64, 300, 2048]) {
+    logitCases(rng, V).forEach((logits, c) => {
+      for (const topP of [0, 0.05, 0.3, 0.5, 0.85, 0.95, 0.999, 1]) {
+        for (const topK of [0, 1, 3, 40]) {
+          for (const t of [0.4, 1, 1.7]) assertSameDistribution(logits, t, topP, topK, `V ${V} case ${c} topP ${topP} topK ${topK} T ${t}`);
+        }
+      }
+    });
+  }
+});
+
+test('samplingDistribution equals the reference at V = 65536 (flat, peaked, ties)', () => {
+  const rng = new Rng(12);
+  const V = 65536;
+  const cases = logitCases(rng, V);
+  const settings: Array<[number, number, number]> = [[1, 0.85, 0], [1, 0.5, 0], [0.7, 0.85, 0], [1, 1, 0], [1, 1, 50], [1.3, 0.95, 100]];
+  cases.forEach((logits, c) => {
+    const [t, topP, topK] = settings[c % settings.length]!;
+    assertSameDistribution(logits, t, topP, topK, `case ${c}`);
+    if (c < 3) assertSameDistribution(logits, 1, 0.85, 0, `case ${c} defaults`);
+  });
+});
+
+test('values clustered many levels deep (the re-bucketing recursion and its comparator fallback) sort as the reference', () => {
+  // One dominant token, then a cluster shaped so that each re-bucketing pass peels off only its top value and
+  // leaves the rest inside the bottom sub-bucket: the recursion goes deeper than its limit.
+  const offsets: number[] = [];
+  let range = 1;
+  for (let level = 0; level < 9; level++) {
+    offsets.push(range);
+    range /= 1.2 * (34 - level);
+  }
+  for (let k = 0; k < 25; k++) offsets.push((range * k) / 25);
+  const logits = [8, ...offsets.map((o) => Math.log1p(o))];
+  for (const topP of [0.9, 0.999, 1]) assertSameDistribution(logits, 1, topP, 0, `topP ${topP}`);
+});
+
+test('Sampler draws the same tokens as the sort-based sampler for the same seed (penalties, bans, greedy, top-k)', () => {
+  const weightOf = (t: number) => (isPenaltyFreeText(tok.decode([t])) ? 0 : 1);
+  const configs: SamplingOptions[] = [
+    GENERATE_DEFAULTS, CHAT_DEFAULTS,
+    { ...GENERATE_DEFAULTS, topP: 1 }, { ...GENERATE_DEFAULTS, topP: 0 }, { ...GENERATE_DEFAULTS, topK: 5 },
+    { ...CHAT_DEFAULTS, temperature: 0.6 }, { ...CHAT_DEFAULTS, temperature: 1.8, topK: 30 },
+    { ...GENERATE_DEFAULTS, temperature: 0, banTokens: [0, 5] }, { ...GENERATE_DEFAULTS, banTokens: [1, 2, 3, 4] },
+  ];
+  const rng = new Rng(13);
+  const V = 1000;
+  // Peaked logits with a few strong tokens, so that the penalties change the picks from step to step.
+  const steps = Array.from({ length: 40 }, (_, i) => {
+    const l = makeLogits(i % 3 === 0 ? 'flat' : 'gaussian', V, rng);
+    for (let k = 0; k < 8; k++) l[Math.floor(rng.next() * V)] = 6 + rng.next();
+    return l;
+  });
+  for (const opts of configs) {
+    for (let seed = 0; seed < 12; seed++) {
+      const mine = new Sampler({ ...opts, seed }, tok);
+      const ref = new ReferenceSampler(opts, seed, weightOf);
+      const a = steps.map((l) => mine.sample(l));
+      const b = steps.map((l) => ref.sample(l));
+      assert.deepStrictEqual(a, b, `${JSON.stringify(opts)} seed ${seed}`);
+    }
+  }
+});
+
+test('Sampler at V = 65536 with the default settings: same tokens as the sort-based sampler', () => {
+  const rng = new Rng(14);
+  const steps = (['flat', 'gaussian', 'dominant', 'flat', 'gaussian'] as const).map((k) => makeLogits(k, 65536, rng));
+  for (const opts of [GENERATE_DEFAULTS, CHAT_DEFAULTS]) {
+    const mine = new Sampler({ ...opts, seed: 5 }, tok);
+    const ref = new ReferenceSampler(opts, 5, (t) => (isPenaltyFreeText(tok.decode([t])) ? 0 : 1));
+    assert.deepStrictEqual(steps.map((l) => mine.sample(l)), steps.map((l) => ref.sample(l)));
+  }
+});
+
+test('samplers sharing the scratch buffers do not disturb each other (interleaved, and across vocabulary sizes)', () => {
+  const rng = new Rng(15);
+  const big = Array.from({ length: 6 }, () => makeLogits('gaussian', 3000, rng));
+  const small = Array.from({ length: 6 }, () => makeLogits('flat', 50, rng));
+  const alone = (logits: Float32Array[], seed: number) => {
+    const s = new Sampler({ ...GENERATE_DEFAULTS, seed }, tok);
+    return logits.map((l) => s.sample(l));
+  };
+  const a = new Sampler({ ...GENERATE_DEFAULTS, seed: 1 }, tok);
+  const b = new Sampler({ ...GENERATE_DEFAULTS, seed: 2 }, tok);
+  const ta: number[] = [], tb: number[] = [];
+  for (let i = 0; i < 6; i++) { ta.push(a.sample(big[i]!)); tb.push(b.sample(small[i]!)); }
+  assert.deepStrictEqual(ta, alone(big, 1));
+  assert.deepStrictEqual(tb, alone(small, 2));
+});
+
+test('NaN logits are refused with a clear error instead of an undefined token', () => {
+  assert.throws(() => samplingDistribution([0, NaN, 1], 1, 0.85, 0), UserError);
 });

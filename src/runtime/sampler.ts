@@ -175,58 +175,305 @@ export function argmax(x: ArrayLike<number>): number {
   return best;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// The sampling distribution in O(V).
+//
+// The package (and the first version of this file) sorts the candidates by probability with a comparator and walks
+// the sorted list: the cumulative sum that finds the top-p cutoff, the renormalising total and the cumulative sum
+// that picks the token are all floating-point sums in that order, so their exact bits (and therefore which token a
+// given random number selects) depend on the order. To give the same tokens bit for bit, the code below produces
+// exactly the same order — probability descending, token id ascending on ties — and performs the same arithmetic
+// operations in the same sequence; only the way the order is found changes:
+//
+//   - bucketing: every candidate goes to one of B buckets by a monotone function of its probability
+//     (floor((pMax - p) * B / (pMax - pLo)), clamped), so every token in bucket b is at least as probable as every
+//     token in bucket b + 1. A stable counting scatter (in token id order) lays the buckets out one after another.
+//   - lazy sorting: the walk sorts a bucket only when it reaches it (insertion sort when small, the same bucketing
+//     again on its own value range when large). The top-p walk stops at the cutoff, so the tail below the nucleus is
+//     never sorted; ties with the cutoff have equal probabilities, hence the same bucket, and are already in order.
+//
+// Every step is a pass over the vocabulary or over one bucket, so the cost is O(V) for flat and peaked distributions
+// alike (the old comparator sort was O(V log V) and took ≈ 27 ms at V = 65536 when nearly every token was a
+// candidate). The buffers are typed arrays owned by one module-level workspace and reused from call to call (the
+// sampling functions are synchronous, so calls never interleave).
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Buckets this small are insertion-sorted; larger ones are bucketed again over their own value range. */
+const SMALL_BUCKET = 24;
+/** Recursion limit of the re-bucketing; beyond it (pathological clustering) a comparator sort finishes the bucket. */
+const MAX_DEPTH = 8;
+
+/** Reusable buffers for one vocabulary size. */
+class Workspace {
+  /** The penalised logits (Sampler path). */
+  readonly x: Float64Array;
+  /** Softmax probabilities by token id. */
+  readonly p: Float64Array;
+  /** Bucket counts, then (after the scatter) the end offset of every bucket. */
+  readonly bucketEnd: Int32Array;
+  /** Candidates laid out bucket after bucket (sorted as the walk proceeds): token ids and their probabilities. */
+  readonly ids: Int32Array;
+  readonly vals: Float64Array;
+  /** Scratch for re-bucketing a large bucket; `tmpVals` later holds the tempered weights when temperature ≠ 1. */
+  readonly tmpIds: Int32Array;
+  readonly tmpVals: Float64Array;
+  readonly subCounts: Int32Array;
+  readonly buckets: number;
+  /** Number of candidates, and the state of the lazy walk: ids/vals[0, sortedEnd) are in final order. */
+  n = 0;
+  sortedEnd = 0;
+  nextBucket = 0;
+
+  constructor(readonly V: number) {
+    this.buckets = Math.max(1, V >> 2); // ≈ 4 candidates a bucket when nearly all tokens are candidates
+    this.x = new Float64Array(V);
+    this.p = new Float64Array(V);
+    this.bucketEnd = new Int32Array(this.buckets);
+    this.ids = new Int32Array(V);
+    this.vals = new Float64Array(V);
+    this.tmpIds = new Int32Array(V);
+    this.tmpVals = new Float64Array(V);
+    this.subCounts = new Int32Array(V + 1);
+  }
+
+  /**
+   * Softmax of `logits` into `p` (float64, exactly the package's operations: max, exp(x - max) summed in id order,
+   * divide by the sum), then the candidates — p > 0 and p ≥ eps — bucketed and scattered into `ids`/`vals`.
+   */
+  prepare(logits: ArrayLike<number>, eps: number): void {
+    const { V, p, bucketEnd, ids, vals } = this;
+    const B = this.buckets;
+    let max = -Infinity;
+    for (let i = 0; i < V; i++) if (logits[i]! > max) max = logits[i]!;
+    if (max === -Infinity) throw new UserError('cannot sample: every token is banned');
+    let sum = 0;
+    let eMin = Infinity; // smallest positive exp, for the lower end of the bucket range
+    for (let i = 0; i < V; i++) {
+      const e = Math.exp(logits[i]! - max);
+      p[i] = e;
+      sum += e;
+      if (e < eMin && e > 0) eMin = e;
+    }
+    // Bucket range [pLo, pMax]: the max token has exp(0) = 1, so p = 1 / sum; every candidate has p ≥ eps and
+    // p ≥ eMin / sum. (Only efficiency depends on the range: the clamping keeps the mapping monotone regardless.)
+    const pMax = 1 / sum;
+    const pLo = Math.max(eps, eMin / sum);
+    const scale = pMax > pLo ? B / (pMax - pLo) : 0;
+    // The bucket of candidate probability q (0 = most probable); used identically by both passes below.
+    const bucket = (q: number) => {
+      const f = (pMax - q) * scale;
+      return f >= B ? B - 1 : f > 0 ? f | 0 : 0;
+    };
+    bucketEnd.fill(0);
+    let n = 0;
+    for (let i = 0; i < V; i++) {
+      const q = p[i]! / sum;
+      p[i] = q;
+      if (q > 0 && q >= eps) {
+        bucketEnd[bucket(q)]!++;
+        n++;
+      }
+    }
+    // Counts → start offsets; the scatter (in id order, so stable) advances each to its bucket's end.
+    let acc = 0;
+    for (let b = 0; b < B; b++) {
+      const c = bucketEnd[b]!;
+      bucketEnd[b] = acc;
+      acc += c;
+    }
+    for (let i = 0; i < V; i++) {
+      const q = p[i]!;
+      if (q > 0 && q >= eps) {
+        const pos = bucketEnd[bucket(q)]!++;
+        ids[pos] = i;
+        vals[pos] = q;
+      }
+    }
+    this.n = n;
+    this.sortedEnd = 0;
+    this.nextBucket = 0;
+  }
+
+  /** Sorts buckets in order until at least `count` candidates (or all) are in final order. */
+  sortThrough(count: number): void {
+    const B = this.buckets;
+    while (this.sortedEnd < count && this.nextBucket < B) {
+      const end = this.bucketEnd[this.nextBucket++]!;
+      if (end - this.sortedEnd > 1) this.sortSegment(this.sortedEnd, end, 0);
+      this.sortedEnd = end;
+    }
+  }
+
+  /**
+   * Sorts ids/vals[s, e) by probability, descending, stably (the segment is in id order, so ties stay in id order).
+   */
+  private sortSegment(s: number, e: number, depth: number): void {
+    const { ids, vals } = this;
+    const n = e - s;
+    if (n <= SMALL_BUCKET) {
+      for (let k = s + 1; k < e; k++) {
+        const v = vals[k]!, id = ids[k]!;
+        let j = k - 1;
+        while (j >= s && vals[j]! < v) {
+          vals[j + 1] = vals[j]!;
+          ids[j + 1] = ids[j]!;
+          j--;
+        }
+        vals[j + 1] = v;
+        ids[j + 1] = id;
+      }
+      return;
+    }
+    let hi = -Infinity, lo = Infinity;
+    for (let k = s; k < e; k++) {
+      const v = vals[k]!;
+      if (v > hi) hi = v;
+      if (v < lo) lo = v;
+    }
+    if (hi === lo) return; // all equal: already in id order
+    if (depth >= MAX_DEPTH) {
+      this.comparatorSort(s, e);
+      return;
+    }
+    // Re-bucket into n sub-buckets over [lo, hi]: sub = floor((hi - v) / (hi - lo) * n), clamped to n - 1.
+    // The top value lands in sub-bucket 0 and the bottom one in n - 1, so every sub-bucket is smaller than n.
+    const { tmpIds, tmpVals, subCounts } = this;
+    const range = hi - lo;
+    subCounts.fill(0, 0, n);
+    for (let k = s; k < e; k++) subCounts[subBucket(vals[k]!, hi, range, n)]!++;
+    let acc = s;
+    for (let b = 0; b < n; b++) {
+      const c = subCounts[b]!;
+      subCounts[b] = acc;
+      acc += c;
+    }
+    for (let k = s; k < e; k++) {
+      const pos = subCounts[subBucket(vals[k]!, hi, range, n)]!++;
+      tmpIds[pos] = ids[k]!;
+      tmpVals[pos] = vals[k]!;
+    }
+    ids.set(tmpIds.subarray(s, e), s);
+    vals.set(tmpVals.subarray(s, e), s);
+    // Sort each run of equal sub-bucket index (recomputed: the counts scratch is reused by the nested calls).
+    let runStart = s;
+    let runSub = subBucket(vals[s]!, hi, range, n);
+    for (let k = s + 1; k <= e; k++) {
+      const b = k < e ? subBucket(vals[k]!, hi, range, n) : -1;
+      if (b !== runSub) {
+        if (k - runStart > 1) this.sortSegment(runStart, k, depth + 1);
+        runStart = k;
+        runSub = b;
+      }
+    }
+  }
+
+  /** Fallback for pathologically clustered values: a comparator sort (probability descending, id ascending). */
+  private comparatorSort(s: number, e: number): void {
+    const { ids, vals } = this;
+    const order = Array.from({ length: e - s }, (_, k) => s + k);
+    order.sort((a, b) => vals[b]! - vals[a]! || ids[a]! - ids[b]!);
+    const oi = order.map((k) => ids[k]!);
+    const ov = order.map((k) => vals[k]!);
+    ids.set(oi, s);
+    vals.set(ov, s);
+  }
+}
+
+/** Sub-bucket of value v in a segment of n values spanning [hi - range, hi]: floor((hi - v) / range * n), clamped. */
+function subBucket(v: number, hi: number, range: number, n: number): number {
+  const f = ((hi - v) / range) * n;
+  return f >= n ? n - 1 : f | 0;
+}
+
+let shared: Workspace | undefined;
+function workspace(V: number): Workspace {
+  if (!shared || shared.V !== V) shared = new Workspace(V);
+  return shared;
+}
+
+/**
+ * The kept tokens of the package's `sample_logits` (temperature > 0), in workspace `ws`:
+ * softmax → top-p cutoff → top-k → ** (1/temperature). On return ws.ids[0, kept) are the kept token ids, most
+ * probable first, `weights[0, kept)` their unnormalised weights and `total` the sum of those weights (in that order).
+ */
+function keptDistribution(
+  logits: ArrayLike<number>, temperature: number, topP: number, topK: number,
+): { ws: Workspace; kept: number; weights: Float64Array; total: number } {
+  const ws = workspace(logits.length);
+  // Every token with p < eps can be left out: all of them together hold < V * eps = 1 - topP, so the candidates
+  // alone reach the cumulative top_p, and the cutoff lies among them (with top-p off, every p > 0 is a candidate).
+  const eps = topP < 1 ? (1 - topP) / ws.V : 0;
+  ws.prepare(logits, eps);
+  const { vals, n } = ws;
+  // No candidate at all only happens when the logits hold NaN or +Infinity (the softmax is NaN everywhere).
+  if (n === 0) throw new UserError('cannot sample: the logits are not finite numbers');
+
+  // top-p: cutoff = probability of the first token (in sorted order) where the cumulative sum reaches top_p; keep
+  // every token with p ≥ cutoff (ties with the cutoff are kept, as `probs[probs < cutoff] = 0` does). When the sum
+  // never reaches top_p (rounding) every candidate is kept.
+  let kept = n;
+  if (topP < 1) {
+    let cum = 0;
+    for (let j = 0; j < n; j++) {
+      if (j >= ws.sortedEnd) ws.sortThrough(j + 1);
+      cum += vals[j]!;
+      if (cum >= topP) {
+        const cutoff = vals[j]!;
+        kept = j + 1;
+        // Equal probabilities share a bucket, so the ties after j are already sorted.
+        while (kept < n && vals[kept]! >= cutoff) kept++;
+        break;
+      }
+    }
+  }
+  // top-k: the k most probable (in sorted order).
+  if (topK > 0 && kept > topK) kept = topK;
+  ws.sortThrough(kept);
+
+  let weights = vals;
+  if (temperature !== 1) {
+    weights = ws.tmpVals; // free once sorting is done
+    const inv = 1 / temperature;
+    for (let j = 0; j < kept; j++) weights[j] = vals[j]! ** inv;
+  }
+  let total = 0;
+  for (let j = 0; j < kept; j++) total += weights[j]!;
+  return { ws, kept, weights, total };
+}
+
+/** Extreme temperatures can underflow/overflow the total: then the most probable token is taken. */
+const degenerate = (total: number) => !(total > 0) || !Number.isFinite(total);
+
 /**
  * Turns (already penalised) logits into the final sampling distribution of the package's `sample_logits`
  * for temperature > 0: softmax → top-p cutoff → top-k → ** (1/temperature) → renormalise.
  * Returns the kept token ids and their probabilities (summing to 1), most probable first.
- * Exported for tests.
+ * Exported for tests; the sampler draws from the same computation without building these arrays.
  */
 export function samplingDistribution(logits: ArrayLike<number>, temperature: number, topP: number, topK: number): { ids: number[]; probs: number[] } {
-  const V = logits.length;
-  // softmax in float64
-  let max = -Infinity;
-  for (let i = 0; i < V; i++) if (logits[i]! > max) max = logits[i]!;
-  if (max === -Infinity) throw new UserError('cannot sample: every token is banned');
-  const p = new Float64Array(V);
-  let sum = 0;
-  for (let i = 0; i < V; i++) {
-    const e = Math.exp(logits[i]! - max);
-    p[i] = e;
-    sum += e;
-  }
-  for (let i = 0; i < V; i++) p[i]! /= sum;
+  const { ws, kept, weights, total } = keptDistribution(logits, temperature, topP, topK);
+  if (degenerate(total)) return { ids: [ws.ids[0]!], probs: [1] };
+  const ids = Array.from(ws.ids.subarray(0, kept));
+  const probs = Array.from(weights.subarray(0, kept), (w) => w / total);
+  return { ids, probs };
+}
 
-  // Candidates, sorted by probability (descending, ties by id). Only tokens that can matter are sorted: every
-  // token left out has p < eps, so all of them together hold < V * eps = 1 - topP, hence the sorted candidates
-  // alone reach the cumulative top_p, and the cutoff lies among them. With top-p off (≥ 1) every token is a
-  // candidate unless top-k limits the set (then the k best are found among the top candidates anyway).
-  const eps = topP < 1 ? (1 - topP) / V : 0;
-  const cand: number[] = [];
-  for (let i = 0; i < V; i++) if (p[i]! > 0 && p[i]! >= eps) cand.push(i);
-  cand.sort((a, b) => p[b]! - p[a]! || a - b);
-
-  // top-p: cutoff = probability of the first sorted token where the cumulative sum reaches top_p.
-  let cutoff = 0;
-  if (topP < 1) {
-    let cum = 0;
-    for (const id of cand) {
-      cum += p[id]!;
-      if (cum >= topP) { cutoff = p[id]!; break; }
-    }
+/**
+ * Draws one token from the distribution of `samplingDistribution`: with u = random() in [0, 1) (drawn once the
+ * distribution is known, even when it is degenerate), the first token, most probable first, where the running sum of
+ * the normalised probabilities exceeds u. The same operations in the same order as summing `probs` would be.
+ */
+function drawToken(logits: ArrayLike<number>, temperature: number, topP: number, topK: number, random: () => number): number {
+  const { ws, kept, weights, total } = keptDistribution(logits, temperature, topP, topK);
+  const ids = ws.ids;
+  const u = random();
+  if (degenerate(total)) return ids[0]!;
+  let acc = 0;
+  for (let j = 0; j < kept; j++) {
+    acc += weights[j]! / total;
+    if (u < acc) return ids[j]!;
   }
-  // Keep every token with p ≥ cutoff (ties with the cutoff are kept, as `probs[probs < cutoff] = 0` does).
-  let kept = cand.filter((id) => p[id]! >= cutoff);
-  // top-k: the k most probable (in sorted order).
-  if (topK > 0 && kept.length > topK) kept = kept.slice(0, topK);
-
-  const probs = kept.map((id) => (temperature === 1 ? p[id]! : p[id]! ** (1 / temperature)));
-  let total = 0;
-  for (const q of probs) total += q;
-  if (!(total > 0) || !Number.isFinite(total)) {
-    // Extreme temperatures can underflow/overflow: fall back to the most probable token.
-    return { ids: [kept[0]!], probs: [1] };
-  }
-  return { ids: kept, probs: probs.map((q) => q / total) };
+  return ids[kept - 1]!;
 }
 
 export class Sampler {
@@ -258,18 +505,15 @@ export class Sampler {
 
   /** Applies bans and penalties and samples, without recording the token. */
   choose(logits: Float32Array): number {
-    const x = new Float64Array(logits);
+    const x = workspace(logits.length).x; // reused buffer (its contents are not needed after this call)
+    x.set(logits);
     for (const t of this.opts.banTokens ?? []) if (t < x.length) x[t] = -Infinity;
     this.penalties.apply(x);
     if (this.opts.temperature === 0) return argmax(x);
-    const { ids, probs } = samplingDistribution(x, this.opts.temperature, this.opts.topP, this.opts.topK);
-    const u = this.rng.next();
-    let acc = 0;
-    for (let i = 0; i < ids.length; i++) {
-      acc += probs[i]!;
-      if (u < acc) return ids[i]!;
-    }
-    return ids[ids.length - 1]!;
+    // The distribution is computed before the random number is drawn (as before: an all-banned vector throws
+    // without consuming it).
+    const { temperature, topP, topK } = this.opts;
+    return drawToken(x, temperature, topP, topK, () => this.rng.next());
   }
 
   /** Records a token for the repetition penalties (decay, then count += weight). */
