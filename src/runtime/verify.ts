@@ -5,6 +5,7 @@
  * the vocabulary; a group's deviation is the maximum over its steps. State error: for each of att_x, ffn_x and
  * wkv, `max|ours − ref| / max|ref|`; a group's state error is the largest of the three.
  */
+import type { ByteSource } from '../formats/source.js';
 import { openSafetensors } from '../formats/safetensors.js';
 import { bytesToFloat32 } from '../formats/dtype.js';
 import type { RWKV7 } from '../model/rwkv7.js';
@@ -60,8 +61,9 @@ function maxRelError(a: Float32Array, ref: Float32Array): number {
 }
 
 /** Read every group `X` that has `X.tokens` (I32) and `X.logits` (F32 [T, V]). */
-export function readGoldenGroups(path: string, vocabSize: number): Group[] {
-  const st = openSafetensors(path);
+export function readGoldenGroups(input: string | ByteSource, vocabSize: number): Group[] {
+  const st = openSafetensors(input);
+  const path = st.path;
   try {
     const groups: Group[] = [];
     for (const [name, t] of st.tensors) {
@@ -92,7 +94,7 @@ export function readGoldenGroups(path: string, vocabSize: number): Group[] {
  * compare logits and final states with the golden file's — or, with `reference`, with that model's outputs for the
  * same tokens (e.g. the js backend with the same weight dtype: the quantized model itself, without fast kernels).
  */
-export async function verifyGolden(model: RWKV7, goldenPath: string, modes: VerifyMode[] = ['rnn', 'seq'], reference?: RWKV7): Promise<VerifyReport> {
+export async function verifyGolden(model: RWKV7, goldenPath: string | ByteSource, modes: VerifyMode[] = ['rnn', 'seq'], reference?: RWKV7): Promise<VerifyReport> {
   const V = model.config.vocabSize;
   const groups = readGoldenGroups(goldenPath, V);
   if (reference) {
