@@ -8,7 +8,10 @@
  * is skipped without looking at it (a whole subtree of the trie). The World vocabulary has 65 529 tokens and
  * 116 078 distinct prefixes, so even a state that allows almost everything (inside a string) costs one walk
  * of ~116k automaton steps; structural states (after '{', ',' …) reject most first bytes and cost far less.
- * Masks are cached by state key (constraint/index.ts), so a repeated state costs a lookup.
+ * Inside a string (no constraint but its length) there is a shortcut: which tokens stay inside the string is
+ * a property of the vocabulary alone, precomputed once per string-lexer state and length room, so only the
+ * 256 tokens holding a quote byte are stepped. Masks are cached by state key (constraint/index.ts), so a
+ * repeated state costs a lookup.
  */
 import type { WorldTokenizer } from '../../tokenizer/index.js';
 import type { Frame, JsonAutomaton } from './automaton.js';
@@ -33,6 +36,8 @@ export class TokenIndex {
   /** rank[id]: the token's position in the sorted order (-1 for a token without bytes). */
   readonly rank: Int32Array;
   private readonly stringTables = new Map<number, Int32Array>();
+  private readonly closers = new Map<number, Int32Array>();
+  private readonly inner = new Map<number, { bits: Uint32Array; count: number }>();
   private static readonly cache = new WeakMap<WorldTokenizer, TokenIndex>();
 
   private constructor(tokenizer: WorldTokenizer) {
@@ -102,6 +107,43 @@ export class TokenIndex {
     }
     this.stringTables.set(lex, table);
     return table;
+  }
+
+  /** The tokens that contain the closing quote of a string whose lexer is in state `lex`. */
+  stringClosers(lex: number): Int32Array {
+    let list = this.closers.get(lex);
+    if (!list) {
+      const table = this.stringTable(lex);
+      const ids: number[] = [];
+      for (let id = 0; id < table.length; id++) if (table[id]! >= 0 && table[id]! & ST_CLOSES) ids.push(id);
+      this.closers.set(lex, (list = Int32Array.from(ids)));
+    }
+    return list;
+  }
+
+  /**
+   * The tokens that stay inside a string (lexer state `lex`) and add at most `room` characters: a bitmap and
+   * its population. It depends on the vocabulary only, so it is shared by every grammar and context.
+   */
+  stringInner(lex: number, room: number): { bits: Uint32Array; count: number } {
+    // No token adds more than maxLen characters: larger rooms are all the same.
+    const r = Math.min(room, this.maxLen + 1);
+    const key = lex * 1024 + r;
+    let m = this.inner.get(key);
+    if (!m) {
+      const table = this.stringTable(lex);
+      const bits = new Uint32Array((this.vocabSize + 31) >>> 5);
+      let count = 0;
+      for (let id = 0; id < table.length; id++) {
+        const v = table[id]!;
+        if (v >= 0 && !(v & ST_CLOSES) && v >>> ST_CHARS_SHIFT <= r) {
+          bits[id >>> 5]! |= 1 << (id & 31);
+          count++;
+        }
+      }
+      this.inner.set(key, (m = { bits, count }));
+    }
+    return m;
   }
 
   /** The index of a tokenizer's vocabulary (built on first use, then shared). */
@@ -179,21 +221,17 @@ export function computeMask(index: TokenIndex, automaton: JsonAutomaton, state: 
   if (automaton.complete(state) && eosId >= 0 && eosId < index.vocabSize) set(eosId);
   const lex = generic ? -1 : automaton.freeString(state);
   if (lex >= 0) {
-    // Inside a string (the common permissive case): the precomputed table decides every token that stays
-    // inside it; the few that contain a closing quote are stepped through the automaton.
-    const table = index.stringTable(lex);
-    const room = automaton.stringRoom(state);
-    for (let id = 0; id < table.length; id++) {
-      const v = table[id]!;
-      if (v < 0) continue;
-      if (v & ST_CLOSES) {
-        const k = index.rank[id]!;
-        let f: Frame | null = state;
-        for (let o = starts[k]!, end = o + lens[k]!; o < end && f; o++) f = automaton.step(f, bytes[o]!);
-        if (f) set(id);
-      } else if (v >>> ST_CHARS_SHIFT <= room) {
-        set(id);
-      }
+    // Inside a string (the common permissive case): the tokens that stay inside it come from a precomputed,
+    // context-free bitmap; only the few that contain the closing quote are stepped through the automaton.
+    const inner = index.stringInner(lex, automaton.stringRoom(state));
+    // (A string in progress is never a complete value, so the end-of-text bit was not set above.)
+    bits.set(inner.bits);
+    count = inner.count;
+    for (const id of index.stringClosers(lex)) {
+      const k = index.rank[id]!;
+      let f: Frame | null = state;
+      for (let o = starts[k]!, end = o + lens[k]!; o < end && f; o++) f = automaton.step(f, bytes[o]!);
+      if (f) set(id);
     }
     return finish(bits, count);
   }
