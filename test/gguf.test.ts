@@ -13,6 +13,8 @@ import { checkGgufVocab, unescapeRwkvToken, escapeRwkvToken } from '../src/forma
 import { dequantize, quantizeQ4_0, quantizeQ8_0, SUPPORTED_TYPES, GGML_TYPE } from '../src/formats/gguf-quant.js';
 import { writeGguf, writeRwkv7Gguf, type GgufTargetType } from '../src/formats/gguf-write.js';
 import { openCheckpoint } from '../src/formats/index.js';
+import { describeModel, formatInfo } from '../src/cli/info.js';
+import { convertToGguf } from '../src/cli/convert.js';
 import { memorySink } from '../src/formats/source.js';
 import { configFromCheckpoint } from '../src/model/config.js';
 import { loadWeights } from '../src/model/weights.js';
@@ -423,4 +425,24 @@ test('rwkv7 mapping errors: hyperparameter metadata that disagrees with the shap
   assert.equal(ck.format, 'gguf');
   assert.equal(configFromCheckpoint(ck).headSize, 64);
   ck.close();
+});
+
+test('rwkv7 info shows a GGUF\'s types per tensor group and its tokenizer; convert writes .gguf files', () => {
+  const info = describeModel(GG('storyteller-L6-D192-q4_0.gguf'));
+  assert.equal(info.format, 'gguf');
+  assert.deepEqual(info.gguf?.types, {
+    embedding: 'Q4_0 x 1', head: 'Q4_0 x 1', 'attention matrices': 'Q4_0 x 24', 'ffn matrices': 'Q4_0 x 12',
+    lora: 'Q4_0 x 36, F32 x 12', 'vectors and norms': 'F32 x 88',
+  });
+  assert.match(info.gguf!.tokenizer, /RWKV World vocabulary \(65536 tokens\)/);
+  assert.match(formatInfo(info), /types +lora: Q4_0 x 36, F32 x 12/);
+  const dir = fs.mkdtempSync(join(tmpdir(), 'rwkv7-gguf-'));
+  try {
+    const out = join(dir, 'tiny-l2-d128-f32.gguf');
+    const r = convertToGguf(shared('fixtures/models/tiny-l2-d128.pth'), out, { dtype: 'f32' });
+    assert.ok(r.dropped.every((n) => /^blocks\.0\.att\.v[012]$/.test(n)), r.dropped.join(', '));
+    assert.ok(fs.readFileSync(out).equals(fs.readFileSync(GG('tiny-l2-d128-f32.gguf'))));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
