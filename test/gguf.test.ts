@@ -446,3 +446,30 @@ test('rwkv7 info shows a GGUF\'s types per tensor group and its tokenizer; conve
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a header that points its counts at a terabyte of "tensor data" is refused without reading or allocating it', () => {
+  // A virtual 1 TiB file: the small GGUF's header, then zeros. Every read is recorded.
+  const base = tinyGguf();
+  let largest = 0;
+  const huge = (bytes: Uint8Array): ByteSource => ({
+    name: 'huge.gguf', size: 2 ** 40,
+    read(offset, length) {
+      largest = Math.max(largest, length);
+      const out = new Uint8Array(length);
+      if (offset < bytes.length) out.set(bytes.subarray(offset, Math.min(bytes.length, offset + length)));
+      return out;
+    },
+    close() {},
+  });
+  const cases: Array<[Uint8Array, RegExp]> = [
+    [mutated(8, 8, 2n ** 30n), /tensor_count is 1073741824 .*more than the 1048576 this reader accepts/],
+    [mutated(16, 8, 2n ** 36n), /metadata_kv_count is 68719476736 .*more than the 1048576/],
+    [mutated(56, 8, 2n ** 35n), /length of metadata general\.architecture is 34359738368 .*more than the 67108864/],
+    [mutated(90, 8, 2n ** 32n), /element count of metadata x\.arr is 4294967296 .*more than the 16777216/],
+  ];
+  for (const [bytes, re] of cases) {
+    largest = 0;
+    assert.throws(() => parseGguf(huge(bytes)), (e: unknown) => e instanceof FormatError && re.test(e.message));
+    assert.ok(largest <= 1 << 20, `read ${largest} bytes at once`);
+  }
+});

@@ -31,6 +31,14 @@ export const GGUF_DEFAULT_ALIGNMENT = 32;
 const MAX_DIMS = 4;
 /** Arrays of arrays are legal; deeper nesting than this is corruption or an attack. */
 const MAX_ARRAY_DEPTH = 8;
+/**
+ * Bounds beyond what the file size already implies, so a header that points its counts at gigabytes of tensor data
+ * cannot make the parser build gigabytes of JS values: real files have ~10^3 tensors and KV pairs, vocabularies of
+ * ~10^5-10^6 entries and strings of at most a few MB (a tokenizer JSON).
+ */
+const MAX_COUNT = 1 << 20;
+const MAX_ARRAY_ITEMS = 1 << 24;
+const MAX_STRING_BYTES = 64 << 20;
 /** Sliding-window size for header reads. */
 const WINDOW = 1 << 20;
 
@@ -119,18 +127,19 @@ class Cursor {
   i64(what: string): bigint { const at = this.need(8, what); return this.dv.getBigInt64(at, true); }
 
   /** A u64 that must be a count/length/offset that fits in the rest of the file: returned as a number. */
-  size(what: string, unitBytes = 1, bound = this.remaining): number {
+  size(what: string, unitBytes = 1, bound = this.remaining, cap = Number.MAX_SAFE_INTEGER): number {
     const at = this.pos;
     const v = this.u64(what);
     const most = BigInt(Math.floor(bound / Math.max(1, unitBytes)));
     if (v > most) {
       throw new FormatError(`${this.src.name}: corrupt GGUF header: ${what} is ${v} (at offset ${at}), but the file has room for at most ${most}`);
     }
+    if (v > BigInt(cap)) throw new FormatError(`${this.src.name}: GGUF header: ${what} is ${v} (at offset ${at}), more than the ${cap} this reader accepts`);
     return Number(v);
   }
 
   str(what: string): string {
-    const n = this.size(`length of ${what}`);
+    const n = this.size(`length of ${what}`, 1, this.remaining, MAX_STRING_BYTES);
     const at = this.need(n, what);
     try {
       return new TextDecoder('utf-8', { fatal: true }).decode(this.buf.subarray(at, at + n));
@@ -169,9 +178,9 @@ function readValue(c: Cursor, type: number, what: string, depth: number): GgufVa
       if (!(itemType in VALUE_NAMES)) throw new FormatError(`${c.src.name}: corrupt GGUF header: ${what} has unknown element type ${itemType}`);
       // Every element takes at least this many bytes (a string its 8-byte length, an array its 12-byte head).
       const minBytes = SCALAR_BYTES[itemType] ?? (itemType === GGUF_VALUE.STRING ? 8 : 12);
-      const n = c.size(`element count of ${what}`, minBytes);
-      const items = new Array<GgufValue>(n);
-      for (let i = 0; i < n; i++) items[i] = readValue(c, itemType, `${what}[${i}]`, depth + 1);
+      const n = c.size(`element count of ${what}`, minBytes, c.remaining, MAX_ARRAY_ITEMS);
+      const items: GgufValue[] = [];
+      for (let i = 0; i < n; i++) items.push(readValue(c, itemType, `${what}[${i}]`, depth + 1));
       return { itemType, items };
     }
     default:
@@ -191,8 +200,8 @@ export function parseGguf(src: ByteSource): GgufFile {
   if (version !== 2 && version !== 3) throw new FormatError(`${name}: unsupported GGUF version ${version} (supported: 2, 3)`);
   // Each tensor info takes at least 8 (name length) + 4 (n_dims) + 4 (type) + 8 (offset) bytes; each KV pair at
   // least 8 (key length) + 4 (type) + 1 (smallest value).
-  const nTensors = c.size('tensor_count', 24);
-  const nKV = c.size('metadata_kv_count', 13);
+  const nTensors = c.size('tensor_count', 24, c.remaining, MAX_COUNT);
+  const nKV = c.size('metadata_kv_count', 13, c.remaining, MAX_COUNT);
 
   const metadata = new Map<string, GgufKV>();
   for (let i = 0; i < nKV; i++) {
