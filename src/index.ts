@@ -16,6 +16,8 @@ export {
 export type { SamplingOptions } from './runtime/sampler.js';
 export { generate, Session, StopMatcher, tokensPerSecond } from './runtime/generate.js';
 export type { GenerateOptions, GenerateResult, FinishReason, SessionStats } from './runtime/generate.js';
+export { JsonGrammar, JsonConstraint, constraintFromResponseFormat, TokenMask, DEFAULT_MAX_WHITESPACE } from './runtime/constraint/index.js';
+export type { TokenConstraint, JsonConstraintOptions, ConstraintStats } from './runtime/constraint/index.js';
 export { Chat, CHAT_STOP, cleanMessage, userTurn, systemBlock, renderHistory } from './runtime/chat.js';
 export type { ChatTurn, ChatHistory } from './runtime/chat.js';
 

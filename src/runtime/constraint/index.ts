@@ -73,7 +73,12 @@ export class JsonGrammar {
    * and options give the same (cached) grammar.
    */
   static fromSchema(schema: unknown, opts: JsonConstraintOptions = {}): JsonGrammar {
-    const key = JSON.stringify([schema, opts.maxWhitespace ?? null, opts.eosId ?? 0]);
+    let key: string;
+    try {
+      key = JSON.stringify([schema, opts.maxWhitespace ?? null, opts.eosId ?? 0]);
+    } catch (e) {
+      throw new UserError(`the JSON schema is not JSON: ${(e as Error).message}`);
+    }
     let g = JsonGrammar.compiled.get(key);
     if (g) {
       // Refresh its place in the FIFO, so much-used grammars stay.
