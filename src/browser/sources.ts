@@ -6,10 +6,10 @@
  * worker has `FileReaderSync`, synchronous XHR and OPFS sync access handles; a page's main thread has none of them.
  */
 import { FormatError, UserError } from '../errors.js';
-import { bytesSource, type ByteSource } from '../formats/source.js';
+import { bytesSource, type ByteSource, type FileSet } from '../formats/source.js';
 
-/** What a page may pass as a model or golden file. */
-export type SourceInput = string | URL | Blob | ArrayBuffer | Uint8Array;
+/** What a page may pass as a model or golden file; an array of Files is a Hugging Face folder (a directory picker's files). */
+export type SourceInput = string | URL | Blob | ArrayBuffer | Uint8Array | File[];
 
 /** Bytes done / total (total 0 when the server did not say). */
 export type DownloadProgress = (done: number, total: number) => void;
@@ -248,8 +248,26 @@ export async function clearModelCache(): Promise<void> {
   await (root as unknown as { removeEntry(n: string, o: { recursive: boolean }): Promise<void> }).removeEntry('rwkv7-cache', { recursive: true }).catch(() => undefined);
 }
 
-/** Any page input as a ByteSource (inside the worker). `url` inputs are cached when `cache` is set. */
-export async function openInput(input: SourceInput, opts: { cache?: boolean; onProgress?: DownloadProgress; name?: string } = {}): Promise<ByteSource> {
+/**
+ * The files of a folder the user picked (`<input type=file webkitdirectory>`, or dropped files) as a FileSet: files by
+ * their bare name (the last path component), so `config.json`, `model.safetensors` and shards are found.
+ */
+export function fileListSet(files: readonly File[], name = 'folder'): FileSet {
+  const byName = new Map<string, File>();
+  for (const f of files) byName.set((f.webkitRelativePath || f.name).split('/').pop()!, f);
+  return {
+    name,
+    pathOf: (file) => `${name}/${file}`,
+    open: (file) => {
+      const f = byName.get(file);
+      return f ? blobSource(f, `${name}/${file}`) : undefined;
+    },
+  };
+}
+
+/** Any page input as a ByteSource or FileSet (inside the worker). `url` inputs are cached when `cache` is set. */
+export async function openInput(input: SourceInput, opts: { cache?: boolean; onProgress?: DownloadProgress; name?: string } = {}): Promise<ByteSource | FileSet> {
+  if (Array.isArray(input)) return fileListSet(input);
   if (input instanceof ArrayBuffer || input instanceof Uint8Array) return bytesSource(input, opts.name ?? 'buffer');
   if (typeof Blob !== 'undefined' && input instanceof Blob) return blobSource(input, opts.name);
   const url = new URL(String(input), (globalThis as { location?: { href: string } }).location?.href).href;

@@ -11,6 +11,7 @@ import { perplexity } from '../runtime/metrics.js';
 import { WorldTokenizer } from '../tokenizer/world.js';
 import { loadState, stateToBytes } from '../model/state.js';
 import { UserError } from '../errors.js';
+import { isByteSource } from '../formats/source.js';
 import { setAssetBase } from '../platform/browser.js';
 import { cachedUrlSource, openInput } from './sources.js';
 import type { AbortMessage, GenerateReply, LoadedInfo, Reply, Request, WorkerEvent } from './protocol.js';
@@ -83,6 +84,7 @@ export function serveModel(scope: Scope): void {
       }
       case 'verifyGolden': {
         const src = await openInput(req.args.source);
+        if (!isByteSource(src)) throw new UserError('a golden reference is one file, not a folder');
         return verifyGolden(need().model, src, req.args.modes);
       }
       case 'generate': {

@@ -29,10 +29,13 @@ import { parseRequest, type Endpoint, type GenRequest } from './validate.js';
 import { Engine, type PrefillInfo, type RunResult } from './engine.js';
 import { AbortedError, QueueFullError } from './scheduler.js';
 import { SseWriter } from './sse.js';
+import { registerWeb, isWebPath } from './web.js';
 
 export interface ServerOptions {
   /** Tokenizer (default: the bundled World tokenizer). */
   tokenizer?: WorldTokenizer;
+  /** Serve the chat page at `/` (with the browser bundle at /lib/ and the model at /model); default true. */
+  web?: boolean;
   /** Require `Authorization: Bearer <apiKey>` on /v1/* when set. */
   apiKey?: string;
   /** Requests generating at the same time, interleaved token by token (default 4). */
@@ -135,9 +138,12 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
     void reply.code(404).send(errors.notFound(req.method, req.url.split('?')[0]!.slice(0, 200)).body());
   });
 
+  // The chat page, the browser bundle and the served checkpoint (web.ts); off with `web: false`.
+  if (o.web !== false) void app.register((scope) => registerWeb(scope, { modelPath: loaded.path, modelName, protected: !!keyHash }));
+
   // ---- API key (checked before the body is read) ----
   app.addHook('onRequest', async (req) => {
-    if (!keyHash || req.url === '/health' || req.url.startsWith('/health?')) return;
+    if (!keyHash || req.url === '/health' || req.url.startsWith('/health?') || isWebPath(req.url)) return;
     const h = req.headers.authorization;
     const m = typeof h === 'string' ? /^Bearer\s+(.+)$/i.exec(h.trim()) : null;
     if (!m || !timingSafeEqual(sha256(m[1]!), keyHash)) throw errors.unauthorized();
