@@ -298,9 +298,27 @@ class Workspace {
   sortThrough(count: number): void {
     const B = this.buckets;
     while (this.sortedEnd < count && this.nextBucket < B) {
+      const start = this.sortedEnd;
       const end = this.bucketEnd[this.nextBucket++]!;
-      if (end - this.sortedEnd > 1) this.sortSegment(this.sortedEnd, end, 0);
+      if (end - start > SMALL_BUCKET) this.sortSegment(start, end, 0);
+      else if (end - start > 1) this.insertionSort(start, end); // the common case: a handful of tokens
       this.sortedEnd = end;
+    }
+  }
+
+  /** Insertion sort of ids/vals[s, e) by probability, descending; stable (`<` never moves past an equal value). */
+  private insertionSort(s: number, e: number): void {
+    const { ids, vals } = this;
+    for (let k = s + 1; k < e; k++) {
+      const v = vals[k]!, id = ids[k]!;
+      let j = k - 1;
+      while (j >= s && vals[j]! < v) {
+        vals[j + 1] = vals[j]!;
+        ids[j + 1] = ids[j]!;
+        j--;
+      }
+      vals[j + 1] = v;
+      ids[j + 1] = id;
     }
   }
 
@@ -311,17 +329,7 @@ class Workspace {
     const { ids, vals } = this;
     const n = e - s;
     if (n <= SMALL_BUCKET) {
-      for (let k = s + 1; k < e; k++) {
-        const v = vals[k]!, id = ids[k]!;
-        let j = k - 1;
-        while (j >= s && vals[j]! < v) {
-          vals[j + 1] = vals[j]!;
-          ids[j + 1] = ids[j]!;
-          j--;
-        }
-        vals[j + 1] = v;
-        ids[j + 1] = id;
-      }
+      this.insertionSort(s, e);
       return;
     }
     let hi = -Infinity, lo = Infinity;
@@ -335,12 +343,16 @@ class Workspace {
       this.comparatorSort(s, e);
       return;
     }
-    // Re-bucket into n sub-buckets over [lo, hi]: sub = floor((hi - v) / (hi - lo) * n), clamped to n - 1.
+    // Re-bucket into n sub-buckets over [lo, hi] (see subBucket).
     // The top value lands in sub-bucket 0 and the bottom one in n - 1, so every sub-bucket is smaller than n.
     const { tmpIds, tmpVals, subCounts } = this;
-    const range = hi - lo;
+    const scale = n / (hi - lo);
+    if (scale === Infinity) {
+      this.comparatorSort(s, e); // a range of a few subnormals: not worth bucketing
+      return;
+    }
     subCounts.fill(0, 0, n);
-    for (let k = s; k < e; k++) subCounts[subBucket(vals[k]!, hi, range, n)]!++;
+    for (let k = s; k < e; k++) subCounts[subBucket(vals[k]!, hi, scale, n)]!++;
     let acc = s;
     for (let b = 0; b < n; b++) {
       const c = subCounts[b]!;
@@ -348,7 +360,7 @@ class Workspace {
       acc += c;
     }
     for (let k = s; k < e; k++) {
-      const pos = subCounts[subBucket(vals[k]!, hi, range, n)]!++;
+      const pos = subCounts[subBucket(vals[k]!, hi, scale, n)]!++;
       tmpIds[pos] = ids[k]!;
       tmpVals[pos] = vals[k]!;
     }
@@ -356,9 +368,9 @@ class Workspace {
     vals.set(tmpVals.subarray(s, e), s);
     // Sort each run of equal sub-bucket index (recomputed: the counts scratch is reused by the nested calls).
     let runStart = s;
-    let runSub = subBucket(vals[s]!, hi, range, n);
+    let runSub = subBucket(vals[s]!, hi, scale, n);
     for (let k = s + 1; k <= e; k++) {
-      const b = k < e ? subBucket(vals[k]!, hi, range, n) : -1;
+      const b = k < e ? subBucket(vals[k]!, hi, scale, n) : -1;
       if (b !== runSub) {
         if (k - runStart > 1) this.sortSegment(runStart, k, depth + 1);
         runStart = k;
@@ -379,10 +391,14 @@ class Workspace {
   }
 }
 
-/** Sub-bucket of value v in a segment of n values spanning [hi - range, hi]: floor((hi - v) / range * n), clamped. */
-function subBucket(v: number, hi: number, range: number, n: number): number {
-  const f = ((hi - v) / range) * n;
-  return f >= n ? n - 1 : f | 0;
+/**
+ * Sub-bucket of value v in a segment of n values spanning [lo, hi], scale = n / (hi - lo): floor((hi - v) * scale),
+ * clamped to [0, n - 1]. Rounded subtraction and multiplication are monotone, so larger values never land in a
+ * later sub-bucket.
+ */
+function subBucket(v: number, hi: number, scale: number, n: number): number {
+  const f = (hi - v) * scale;
+  return f >= n ? n - 1 : f > 0 ? f | 0 : 0;
 }
 
 let shared: Workspace | undefined;
@@ -412,8 +428,11 @@ function keptDistribution(
   // every token with p ≥ cutoff (ties with the cutoff are kept, as `probs[probs < cutoff] = 0` does). When the sum
   // never reaches top_p (rounding) every candidate is kept.
   let kept = n;
+  // The running sum of vals[0, kept) in order: with temperature 1 and no top-k cut it is bit for bit the total
+  // below (the same additions in the same order), which then need not be summed again.
+  let cum = 0;
+  let cumIsTotal = false;
   if (topP < 1) {
-    let cum = 0;
     for (let j = 0; j < n; j++) {
       if (j >= ws.sortedEnd) ws.sortThrough(j + 1);
       cum += vals[j]!;
@@ -421,13 +440,17 @@ function keptDistribution(
         const cutoff = vals[j]!;
         kept = j + 1;
         // Equal probabilities share a bucket, so the ties after j are already sorted.
-        while (kept < n && vals[kept]! >= cutoff) kept++;
+        while (kept < n && vals[kept]! >= cutoff) cum += vals[kept++]!;
+        cumIsTotal = true;
         break;
       }
     }
   }
   // top-k: the k most probable (in sorted order).
-  if (topK > 0 && kept > topK) kept = topK;
+  if (topK > 0 && kept > topK) {
+    kept = topK;
+    cumIsTotal = false;
+  }
   ws.sortThrough(kept);
 
   let weights = vals;
@@ -435,9 +458,11 @@ function keptDistribution(
     weights = ws.tmpVals; // free once sorting is done
     const inv = 1 / temperature;
     for (let j = 0; j < kept; j++) weights[j] = vals[j]! ** inv;
+    cumIsTotal = false;
   }
   let total = 0;
-  for (let j = 0; j < kept; j++) total += weights[j]!;
+  if (cumIsTotal) total = cum;
+  else for (let j = 0; j < kept; j++) total += weights[j]!;
   return { ws, kept, weights, total };
 }
 
