@@ -135,7 +135,7 @@ test('bad input: OpenAI error objects with the right status, never a crash', asy
   await apiError(await post(url, '/v1/chat/completions', 'x'.repeat(100 * 1024)), 413);
   await apiError(await post(url, '/v1/completions', '[1, 2]'), 400);
   await apiError(await fetch(`${url}/v1/nope`, { headers: auth }), 404);
-  await apiError(await fetch(`${url}/v1/completions`, { headers: auth }), 404); // GET on a POST route
+  await apiError(await fetch(`${url}/v1/completions`, { headers: auth }), 405); // GET on a POST route
   const cases: [string, unknown, string | null][] = [
     ['/v1/chat/completions', { ...chatOk, n: 2 }, 'n'],
     ['/v1/chat/completions', { ...chatOk, temperature: 'hot' }, 'temperature'],

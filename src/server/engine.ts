@@ -8,10 +8,13 @@
  *   2. look up the longest cached prefix of the prompt tokens and take a private copy of its state (a prefix
  *      shorter than the prompt, or the whole prompt when the cache kept the logits after it: a repeat needs no
  *      prefill at all);
- *   3. prefill the remaining prompt tokens, one backend chunk per lock turn (an abort is checked in between);
+ *   3. prefill the remaining prompt tokens, one chunk per lock turn, sized by time (pacing.ts) and followed by a
+ *      turn of the event loop, so that other requests, /health and disconnects are served while a long prompt
+ *      is processed; an abort (client gone) is checked before every chunk;
  *   4. cache a copy of the state (and logits) at the end of the prompt — the next chat turn's prompt starts
  *      with it;
- *   5. `onStart` (the HTTP layer sends its headers), then generate; every decode step takes the lock once;
+ *   5. `onStart` (the HTTP layer sends its headers), then generate; every decode step takes the lock once (and
+ *      generate() yields to the event loop before each one);
  *   6. optionally cache the state after prompt + completion (a follow-up that quotes the answer verbatim hits
  *      it), free the request's state, release the slot.
  * A request's state is its own from step 2 to 6: states are copied in and out of the cache, never shared.
@@ -23,6 +26,7 @@ import type { SamplingOptions } from '../runtime/sampler.js';
 import { generate, type FinishReason } from '../runtime/generate.js';
 import { StateCache } from '../runtime/state-cache.js';
 import { FifoLock, SlotQueue } from './scheduler.js';
+import { PrefillPacer, yieldToEventLoop, type PacerStats } from './pacing.js';
 
 export interface EngineOptions {
   maxActive: number;
@@ -31,6 +35,8 @@ export interface EngineOptions {
   cacheBytes: number;
   /** Also cache the state after prompt + completion. */
   cacheCompletions: boolean;
+  /** Target ms of one synchronous prefill call (the chunk size adapts to it; default 50). See pacing.ts. */
+  sliceMs?: number;
 }
 
 export interface RunRequest {
@@ -48,7 +54,7 @@ export interface PrefillInfo {
   promptTokens: number;
   /** Prompt tokens taken from the state cache. */
   cachedTokens: number;
-  /** Prompt tokens run through the model. */
+  /** Prompt tokens run through the model (after an abort: those run before it). */
   prefillTokens: number;
   /** Time spent waiting for a slot. */
   queueMs: number;
@@ -67,9 +73,14 @@ export interface EngineStats {
   active: number;
   queued: number;
   requests: number;
+  /** Requests that ended by an abort (client gone, or a shutdown past its grace period). */
+  aborted: number;
   completionTokens: number;
+  /** Prompt tokens run through the model, counted chunk by chunk as they run. */
   prefillTokens: number;
+  prefillChunks: number;
   cachedTokens: number;
+  prefill: PacerStats;
 }
 
 /**
@@ -89,7 +100,8 @@ export class Engine {
   readonly cache: StateCache;
   /** The model with every forward pass taken under the lock (what `generate` is given). */
   private readonly locked: RWKV7;
-  private readonly totals = { requests: 0, completionTokens: 0, prefillTokens: 0, cachedTokens: 0 };
+  readonly pacer: PrefillPacer;
+  private readonly totals = { requests: 0, aborted: 0, completionTokens: 0, prefillTokens: 0, prefillChunks: 0, cachedTokens: 0 };
 
   constructor(
     readonly model: RWKV7,
@@ -99,17 +111,27 @@ export class Engine {
     this.lock = lockFor(model);
     this.slots = new SlotQueue(opts.maxActive, opts.maxQueue);
     this.cache = new StateCache(opts.cacheBytes);
+    this.pacer = new PrefillPacer(Math.max(1, model.backend.maxChunk), opts.sliceMs);
     // An object that inherits everything from the model but routes `forward` through the lock, so that the
-    // generation loop's decode steps of concurrent requests take turns (one forward pass at a time).
+    // generation loop's decode steps of concurrent requests take turns (one forward pass at a time); each
+    // call is timed for the pacer.
     const locked = Object.create(model) as RWKV7;
     Object.defineProperty(locked, 'forward', {
-      value: (tokens: ArrayLike<number>, state: State, o?: ForwardOptions) => this.lock.run(() => model.forward(tokens, state, o)),
+      value: (tokens: ArrayLike<number>, state: State, o?: ForwardOptions) => this.lock.run(() => this.timedForward(tokens, state, o)),
     });
     this.locked = locked;
   }
 
   stats(): EngineStats {
-    return { active: this.slots.activeCount, queued: this.slots.queuedCount, ...this.totals };
+    return { active: this.slots.activeCount, queued: this.slots.queuedCount, ...this.totals, prefill: this.pacer.stats() };
+  }
+
+  /** One forward call (the caller holds the lock), timed for the pacer. */
+  private async timedForward(tokens: ArrayLike<number>, state: State, o?: ForwardOptions): Promise<Float32Array> {
+    const t = performance.now();
+    const logits = await this.model.forward(tokens, state, o);
+    this.pacer.observe(tokens.length, performance.now() - t);
+    return logits;
   }
 
   async run(req: RunRequest): Promise<RunResult> {
@@ -126,19 +148,25 @@ export class Engine {
       const st = state;
       const info: PrefillInfo = { promptTokens: n, cachedTokens: hit.length, prefillTokens: n - hit.length, queueMs };
       const tp = performance.now();
-      const chunk = Math.max(1, this.model.backend.maxChunk);
       let logits: Float32Array | undefined = hit.logits;
-      for (let i = hit.length; i < n; i += chunk) {
-        if (signal.aborted) break;
-        const part = tokens.slice(i, Math.min(n, i + chunk));
-        logits = await this.lock.run(() => this.model.forward(part, st));
+      let done = hit.length;
+      while (done < n && !signal.aborted) {
+        const part = tokens.slice(done, Math.min(n, done + this.pacer.next()));
+        logits = await this.lock.run(() => this.timedForward(part, st));
+        done += part.length;
+        this.totals.prefillTokens += part.length;
+        this.totals.prefillChunks++;
+        if (done < n) await yieldToEventLoop();
       }
       const prefillMs = performance.now() - tp;
       this.totals.requests++;
-      this.totals.prefillTokens += info.prefillTokens;
       this.totals.cachedTokens += info.cachedTokens;
       if (signal.aborted || !logits) {
-        return { ...info, text: '', completionTokens: 0, finishReason: 'abort', prefillMs, decodeMs: 0, seed: req.sampling.seed ?? 0 };
+        this.totals.aborted++;
+        return {
+          ...info, prefillTokens: done - hit.length, text: '', completionTokens: 0, finishReason: 'abort', prefillMs, decodeMs: 0,
+          seed: req.sampling.seed ?? 0,
+        };
       }
       // Step 4: the state at the end of the prompt, before generation changes it.
       const promptLogits = logits;
@@ -155,6 +183,7 @@ export class Engine {
         lastLogits: logits,
       });
       this.totals.completionTokens += r.completionTokens;
+      if (r.finishReason === 'abort') this.totals.aborted++;
 
       // Step 6: the state now holds prompt + every token in r.tokens.
       if (this.opts.cacheCompletions && this.cache.enabled && r.finishReason !== 'abort' && r.tokens.length > 0) {

@@ -7,9 +7,10 @@
  *   POST /v1/completions         text_completion, with or without `stream`
  *   POST /v1/chat/completions    chat.completion(.chunk): messages rendered with the RWKV-7 G1 template
  *
- * Concurrency and caching live in engine.ts / scheduler.ts / runtime/state-cache.ts. This file maps HTTP to the
- * engine: validation (validate.ts), API key, errors as OpenAI error objects (errors.ts), SSE streaming (sse.ts),
- * client disconnects → AbortSignal, and draining on shutdown.
+ * Concurrency and caching live in engine.ts / scheduler.ts / runtime/state-cache.ts; timeouts, connection caps and
+ * framework errors in hardening.ts; keeping the event loop free while the model computes in pacing.ts. This file
+ * maps HTTP to the engine: validation (validate.ts), API key, errors as OpenAI error objects (errors.ts), SSE
+ * streaming (sse.ts), client disconnects → AbortSignal, and draining on shutdown.
  *
  * Streaming responses send their headers only once the request has a slot and its prompt is processed: until
  * then a failure (429 queue full, 400 prompt too long, 503 shutting down) is still a proper HTTP status, and the
@@ -30,8 +31,9 @@ import { Engine, type PrefillInfo, type RunResult } from './engine.js';
 import { AbortedError, QueueFullError } from './scheduler.js';
 import { SseWriter } from './sse.js';
 import { registerWeb, isWebPath } from './web.js';
+import { fastifyOptions, installJsonParser, limitConnections, netLimits, notFoundHandler, safeMessage, type NetLimits } from './hardening.js';
 
-export interface ServerOptions {
+export interface ServerOptions extends Partial<NetLimits> {
   /** Tokenizer (default: the bundled World tokenizer). */
   tokenizer?: WorldTokenizer;
   /** Serve the chat page at `/` (with the browser bundle at /lib/ and the model at /model); default true. */
@@ -52,6 +54,8 @@ export interface ServerOptions {
   cacheCompletions?: boolean;
   /** Largest request body in bytes (default 1 MiB; larger → 413). */
   bodyLimit?: number;
+  /** Target ms of one synchronous prefill call, between which the server serves other work (default 50). */
+  prefillSliceMs?: number;
   /** The model id reported to clients (default: the checkpoint's file name without extension). */
   modelName?: string;
   /** One line per request and per notable event (default: silent). */
@@ -101,7 +105,8 @@ function toApiError(err: unknown, bodyLimit: number): ApiError {
     // fastify's own request errors (bad JSON, empty body, wrong content type, too large): their messages are
     // plain descriptions of the request, safe to return.
     if (e.statusCode === 413) return errors.tooLarge(bodyLimit);
-    return new ApiError(e.statusCode, e.message ?? 'Bad request', 'invalid_request_error', null, e.code ?? null);
+    const code = typeof e.code === 'string' && /^[A-Za-z0-9_]{1,64}$/.test(e.code) ? e.code : null;
+    return new ApiError(e.statusCode, safeMessage(String(e.message ?? 'Bad request')), 'invalid_request_error', null, code);
   }
   return errors.internal();
 }
@@ -119,25 +124,28 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
     maxQueue: o.maxQueue,
     cacheBytes: Math.floor(o.stateCacheMb * 1024 * 1024),
     cacheCompletions: o.cacheCompletions ?? true,
+    sliceMs: o.prefillSliceMs,
   });
   const keyHash = o.apiKey ? sha256(o.apiKey) : undefined;
   /** Abort controllers of the requests in progress (aborted when a shutdown's grace period runs out). */
   const inflight = new Set<AbortController>();
   let draining = false;
 
-  const app = Fastify({ logger: false, bodyLimit: o.bodyLimit, return503OnClosing: true, forceCloseConnections: 'idle' });
+  const limits = netLimits(o);
+  const app = Fastify(fastifyOptions(limits, o.bodyLimit));
+  const connections = limitConnections(app, limits, log);
+  installJsonParser(app);
 
   // ---- errors: always an OpenAI error object, never a stack trace ----
   app.setErrorHandler((err, req, reply) => {
     const api = toApiError(err, o.bodyLimit);
     // Unexpected failures are logged with their stack (server side only); the client gets a bare 500.
-    if (api.status >= 500 && !(err instanceof ApiError)) log(`error: ${req.method} ${req.url}: ${(err as Error)?.stack ?? String(err)}`);
+    if (api.status >= 500 && !(err instanceof ApiError)) log(`error: ${req.method} ${req.url.slice(0, 200)}: ${(err as Error)?.stack ?? String(err)}`);
+    // A body over the limit is not read: close the connection rather than reading (and discarding) the rest.
+    if (api.status === 413) void reply.header('connection', 'close');
     void reply.code(api.status).type('application/json').send(api.body());
   });
-  app.setNotFoundHandler((req, reply) => {
-    void reply.code(404).send(errors.notFound(req.method, req.url.split('?')[0]!.slice(0, 200)).body());
-  });
-
+  app.setNotFoundHandler(notFoundHandler(app));
   // The chat page, the browser bundle and the served checkpoint (web.ts); off with `web: false`.
   if (o.web !== false) void app.register((scope) => registerWeb(scope, { modelPath: loaded.path, modelName, protected: !!keyHash }));
 
@@ -157,6 +165,7 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
     backend: model.backend.name,
     ...engine.stats(),
     cache: engine.cache.stats(),
+    connections: connections(),
   }));
   app.get('/v1/models', async () => ({ object: 'list', data: [modelCard()] }));
   app.get<{ Params: { id: string } }>('/v1/models/:id', async (req) => {
@@ -187,6 +196,10 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
     const ac = new AbortController();
     const onClose = () => { if (!reply.raw.writableFinished) ac.abort(); };
     reply.raw.on('close', onClose);
+    // No idle timeout while the model works for this request (a long prompt sends nothing for a while); a
+    // client that leaves is still noticed at once through 'close'.
+    const socket = request.raw.socket;
+    socket.setTimeout(0);
     inflight.add(ac);
     const id = `${endpoint === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     const logDone = (status: number, r?: RunResult, note = '') => log(
@@ -238,6 +251,7 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
     } finally {
       inflight.delete(ac);
       reply.raw.off('close', onClose);
+      if (!socket.destroyed) socket.setTimeout(limits.connectionTimeout);
     }
   };
 

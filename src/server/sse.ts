@@ -18,12 +18,15 @@ export function sseEvent(payload: unknown): string {
 export class SseWriter {
   constructor(private readonly res: ServerResponse) {}
 
-  /** Sends the status line and headers (200, text/event-stream, no caching, plus `extra`). */
+  /**
+   * Sends the status line and headers (200, text/event-stream, no caching, plus `extra`). No `connection`
+   * header of its own: Node's (keep-alive, or close when the client asked for it — then the socket is closed
+   * once the stream has ended).
+   */
   open(extra: Record<string, string | number>): void {
     this.res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
-      connection: 'keep-alive',
       'x-accel-buffering': 'no', // tell reverse proxies not to buffer the stream
       ...Object.fromEntries(Object.entries(extra).map(([k, v]) => [k, String(v)])),
     });
