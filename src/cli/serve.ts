@@ -1,10 +1,12 @@
 /**
  * `rwkv7 serve`: the OpenAI-compatible HTTP server (src/server) over one model.
  * Binds to 127.0.0.1 unless --host says otherwise; SIGINT/SIGTERM drain it gracefully (a second signal quits).
+ * The network limits (timeouts, connection caps, body size) default to src/server/hardening.ts's NET_DEFAULTS.
  */
 import type { Command } from 'commander';
 import { addModelOptions, loadModelFromFlags, parseInteger, parseNumber, type ModelFlags } from './common.js';
 import { createServer } from '../server/index.js';
+import { NET_DEFAULTS } from '../server/hardening.js';
 import { UserError } from '../errors.js';
 
 interface ServeFlags extends ModelFlags {
@@ -18,6 +20,14 @@ interface ServeFlags extends ModelFlags {
   stateCacheMb: number;
   modelName?: string;
   quiet?: boolean;
+  bodyLimit: number;
+  headersTimeout: number;
+  requestTimeout: number;
+  idleTimeout: number;
+  keepAliveTimeout: number;
+  maxConnections: number;
+  maxConnectionsPerIp: number;
+  prefillSliceMs: number;
 }
 
 /** Registers `rwkv7 serve`. */
@@ -35,9 +45,18 @@ export function register(program: Command): void {
     .option('--max-prompt-tokens <n>', 'longest prompt accepted, in tokens', parseInteger('--max-prompt-tokens', 1), 16384)
     .option('--state-cache-mb <n>', 'memory for cached prompt states in MiB (0 = no cache)', parseNumber('--state-cache-mb', 0), 256)
     .option('--model-name <id>', 'model id reported to clients (default: the checkpoint file name)')
+    .option('--body-limit <bytes>', 'largest request body (larger: HTTP 413, connection closed)', parseInteger('--body-limit', 1), 1024 * 1024)
+    .option('--headers-timeout <ms>', 'time a client has to send the request headers (slow clients: 408, closed)', parseInteger('--headers-timeout', 1), NET_DEFAULTS.headersTimeout)
+    .option('--request-timeout <ms>', 'time a client has to send the whole request, headers and body', parseInteger('--request-timeout', 1), NET_DEFAULTS.requestTimeout)
+    .option('--idle-timeout <ms>', 'a connection with no traffic this long is closed (not while its request is being generated; 0 = never)', parseInteger('--idle-timeout', 0), NET_DEFAULTS.connectionTimeout)
+    .option('--keep-alive-timeout <ms>', 'an idle keep-alive connection is closed after this long', parseInteger('--keep-alive-timeout', 1), NET_DEFAULTS.keepAliveTimeout)
+    .option('--max-connections <n>', 'open connections in all; more get HTTP 503 and are closed (0 = no cap)', parseInteger('--max-connections', 0), NET_DEFAULTS.maxConnections)
+    .option('--max-connections-per-ip <n>', 'open connections from one address (0 = no cap; behind a reverse proxy all clients share its address)', parseInteger('--max-connections-per-ip', 0), NET_DEFAULTS.maxConnectionsPerIp)
+    .option('--prefill-slice-ms <ms>', 'target length of one uninterrupted model call while prefilling a prompt (the server answers other requests in between)', parseNumber('--prefill-slice-ms', 1, 10_000), 50)
     .option('-q, --quiet', 'do not log requests')
     .action(async (f: ServeFlags) => {
       if (f.port > 65535) throw new UserError('--port must be ≤ 65535');
+      if (f.headersTimeout > f.requestTimeout) throw new UserError('--headers-timeout must not exceed --request-timeout');
       const apiKey = f.apiKey ?? (process.env.RWKV7_API_KEY || undefined);
       const loaded = await loadModelFromFlags(f);
       const log = f.quiet ? undefined : (line: string) => process.stderr.write(`rwkv7 serve: ${line}\n`);
@@ -49,6 +68,14 @@ export function register(program: Command): void {
         maxPromptTokens: f.maxPromptTokens,
         stateCacheMb: f.stateCacheMb,
         modelName: f.modelName,
+        bodyLimit: f.bodyLimit,
+        headersTimeout: f.headersTimeout,
+        requestTimeout: f.requestTimeout,
+        connectionTimeout: f.idleTimeout,
+        keepAliveTimeout: f.keepAliveTimeout,
+        maxConnections: f.maxConnections,
+        maxConnectionsPerIp: f.maxConnectionsPerIp,
+        prefillSliceMs: f.prefillSliceMs,
         log,
       });
       let address: string;
