@@ -10,7 +10,7 @@
  */
 import { platform } from '../platform/index.js';
 import type { RWKV7 } from '../model/rwkv7.js';
-import type { State } from '../model/state.js';
+import type { State, HostState } from '../model/state.js';
 import type { WorldTokenizer } from '../tokenizer/index.js';
 import { UserError } from '../errors.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
@@ -28,8 +28,11 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** Called with each new piece of text as soon as it is final (complete UTF-8, and not part of a possible stop string). */
   onText?: (chunk: string) => void;
-  /** Called with each generated token id (after it has been fed through the model). */
-  onToken?: (id: number) => void;
+  /**
+   * Called with each generated token id, and the raw model logits it was sampled from (before penalties, temperature
+   * and any constraint mask: what `logprobs` are computed from; see runtime/logprobs.ts). Do not keep the array.
+   */
+  onToken?: (id: number, logits: Float32Array) => void;
   /** Use this sampler (and its penalty history and random stream) instead of a fresh one built from `sampling`. */
   sampler?: Sampler;
   /**
@@ -188,7 +191,7 @@ export async function generate(
     }
     constraint?.accept(token);
     tokens.push(token);
-    opts.onToken?.(token);
+    opts.onToken?.(token, logits);
     // Show the text before running the model on the token (lower latency); the state then takes the token in.
     const r = matcher.push(decoder.push(token));
     emit(r.emit);
@@ -253,12 +256,18 @@ export class Session {
   lastLogits?: Float32Array;
   readonly stats: SessionStats = { promptTokens: 0, completionTokens: 0, prefillMs: 0, decodeMs: 0, contextTokens: 0 };
 
+  /**
+   * `initialState` (e.g. a state-tuned file's, from `readStateFile`): the state starts from it (written into
+   * `state` when one is given) and `reset()` returns to it instead of to zero.
+   */
   constructor(
     readonly model: RWKV7,
     readonly tokenizer: WorldTokenizer,
     state?: State,
+    readonly initialState?: HostState,
   ) {
     this.state = state ?? model.newState();
+    if (initialState) this.state.fromHost(initialState);
   }
 
   /** Feeds text into the state without generating (e.g. the `\n\n` that closes a chat turn). */
@@ -286,9 +295,10 @@ export class Session {
     return r;
   }
 
-  /** Back to the zero state. */
+  /** Back to the initial state (zero unless the session was given one). */
   reset(): void {
-    this.state.reset();
+    if (this.initialState) this.state.fromHost(this.initialState);
+    else this.state.reset();
     this.lastLogits = undefined;
     this.stats.contextTokens = 0;
   }
