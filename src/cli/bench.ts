@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { createBackend, parseBackendName, parseWeightDType, type BackendName } from '../backends/index.js';
 import type { WeightDType } from '../backends/kernels.js';
 import { loadModel } from '../runtime/load.js';
+import { resolveModelArg } from '../platform/models.js';
 import { syntheticModel } from '../runtime/synthetic.js';
 import { matrixShapes } from '../runtime/fit.js';
 import type { RWKV7 } from '../model/rwkv7.js';
@@ -49,7 +50,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const backend = await createBackend(backendName, { dtype, threads: o.threads });
     ({ model, config } = syntheticModel(o.synthetic, backend));
   } else {
-    ({ model, config } = await loadModel(o.model, { backend: backendName, dtype, threads: o.threads }));
+    ({ model, config } = await loadModel(resolveModelArg(o.model), { backend: backendName, dtype, threads: o.threads }));
   }
   try {
     const V = config.vocabSize;

@@ -15,13 +15,14 @@ import { openSafetensors } from '../formats/safetensors.js';
 import { UserError } from '../errors.js';
 import {
   addModelOptions, addSamplingOptions, loadModelFromFlags, samplingFromFlags, statsLine, parseInteger,
-  type ModelFlags, type SamplingFlags,
+  addStateOption, initialStateFromFlag, type ModelFlags, type SamplingFlags,
 } from './common.js';
 
 interface ChatFlags extends ModelFlags, SamplingFlags {
   system?: string;
   maxTokens: number;
   think?: boolean;
+  state?: string;
 }
 
 /** Errors of a /save or /load that the user can fix (bad path, bad or foreign file): reported, the chat goes on. */
@@ -33,7 +34,7 @@ function isFileError(e: unknown): boolean {
 const CHAT_META_KEY = 'rwkv7.chat';
 
 const HELP = `commands:
-  /reset        forget the conversation
+  /reset        forget the conversation (back to the --state initial state, if any)
   /save FILE    save the conversation (model state + history) to FILE
   /load FILE    continue a conversation saved with /save (or any rwkv7 state file)
   /think on|off start assistant turns with the G1 think prefix ("Assistant: <think")
@@ -72,6 +73,7 @@ export function register(program: Command): void {
     .option('-n, --max-tokens <n>', 'most tokens per answer', parseInteger('--max-tokens', 1), 500)
     .option('--think', 'start with thinking on (G1 "Assistant: <think" prefix; /think toggles it)');
   addModelOptions(cmd);
+  addStateOption(cmd);
   addSamplingOptions(cmd, CHAT_DEFAULTS);
   cmd
     .addHelpText('after', `
@@ -89,7 +91,7 @@ Examples:
 async function runChat(f: ChatFlags, cmd: Command): Promise<void> {
   const loaded = await loadModelFromFlags(f);
   const tokenizer = WorldTokenizer.default();
-  const chat = new Chat(loaded.model, tokenizer, f.system);
+  const chat = new Chat(loaded.model, tokenizer, f.system, { initialState: initialStateFromFlag(f.state, loaded.config) });
   chat.think = f.think === true;
   const sampling = samplingFromFlags(f, cmd);
   // One random stream for the whole chat (a --seed makes the conversation repeatable).

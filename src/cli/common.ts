@@ -8,9 +8,14 @@ import { InvalidArgumentError, type Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { loadModel, type LoadedModel } from '../runtime/load.js';
 import { DEFAULT_MODEL_PATH } from '../platform/node.js';
+import { resolveModelArg } from '../platform/models.js';
 import { parseBackendName, parseWeightDType, BACKEND_NAMES, type BackendName } from '../backends/index.js';
 import { WEIGHT_DTYPES, type WeightDType } from '../backends/kernels.js';
 import type { SamplingOptions } from '../runtime/sampler.js';
+import { readStateFile } from '../model/state-file.js';
+import type { HostState } from '../model/state.js';
+import type { ModelConfig } from '../model/config.js';
+import { FormatError, UserError } from '../errors.js';
 
 /** Show a load progress bar only for models at least this big (and only on a terminal). */
 const PROGRESS_MIN_BYTES = 200 * 1024 * 1024;
@@ -60,7 +65,7 @@ export interface ModelFlags {
 /** --model, --backend, --dtype, --threads. */
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .option('-m, --model <path>', 'checkpoint (.pth, .safetensors or fla/HF folder); default: the bundled storyteller model')
+    .option('-m, --model <path>', 'checkpoint (.pth, .safetensors or fla/HF folder) or a name pulled with rwkv7 pull (e.g. g1-0.4b); default: the bundled storyteller model')
     .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(', ')}`, parseBackendName, 'auto' as BackendName)
     .option('--dtype <type>', `weight storage type: ${WEIGHT_DTYPES.join(', ')} (default: the checkpoint's own, e.g. bf16 for official releases; f32 on the js backend)`, parseWeightDType)
     .option('--threads <n>', 'CPU worker threads for the wasm backend (default: number of cores)', parseInteger('--threads', 1));
@@ -87,13 +92,15 @@ function modelBytes(path: string): number {
  * a terminal and the checkpoint is large; backend notices (e.g. "no GPU adapter") go to stderr on a terminal.
  */
 export async function loadModelFromFlags(f: ModelFlags): Promise<LoadedModel & { loadMs: number }> {
-  const path = f.model ?? DEFAULT_MODEL_PATH;
+  // A --model that is not a path may name a pulled checkpoint (rwkv7 pull / rwkv7 list).
+  const model = resolveModelArg(f.model);
+  const path = model ?? DEFAULT_MODEL_PATH;
   const tty = process.stderr.isTTY === true;
   const showBar = tty && modelBytes(path) > PROGRESS_MIN_BYTES;
   let bar: cliProgress.SingleBar | undefined;
   const t0 = performance.now();
   try {
-    const loaded = await loadModel(f.model, {
+    const loaded = await loadModel(model, {
       backend: f.backend,
       dtype: f.dtype,
       threads: f.threads,
@@ -114,6 +121,24 @@ export async function loadModelFromFlags(f: ModelFlags): Promise<LoadedModel & {
     return { ...loaded, loadMs: performance.now() - t0 };
   } finally {
     bar?.stop();
+  }
+}
+
+// ---- initial state ----
+
+/** --state FILE (generate, chat). */
+export function addStateOption(cmd: Command): Command {
+  return cmd.option('--state <file>', 'start from this initial state: an official state-tuned .pth (blocks.N.att.time_state) or a state file saved by rwkv7 (chat /save)');
+}
+
+/** The initial state of `--state FILE` for the loaded model (undefined without the flag); a bad file is a UserError. */
+export function initialStateFromFlag(file: string | undefined, config: ModelConfig): HostState | undefined {
+  if (file === undefined) return undefined;
+  try {
+    return readStateFile(file, config).host;
+  } catch (e) {
+    if (e instanceof FormatError) throw new UserError(`--state ${e.message}`);
+    throw e;
   }
 }
 
@@ -155,7 +180,7 @@ export function samplingFromFlags(f: SamplingFlags, cmd?: Command): SamplingOpti
   };
 }
 
-export { collect };
+export { collect, resolveModelArg };
 
 // ---- summary ----
 

@@ -10,7 +10,7 @@ import { UserError } from '../errors.js';
 import { JsonGrammar } from '../runtime/constraint/index.js';
 import {
   addModelOptions, addSamplingOptions, loadModelFromFlags, samplingFromFlags, statsLine, parseInteger, collect,
-  type ModelFlags, type SamplingFlags,
+  addStateOption, initialStateFromFlag, type ModelFlags, type SamplingFlags,
 } from './common.js';
 
 interface GenerateFlags extends ModelFlags, SamplingFlags {
@@ -21,6 +21,7 @@ interface GenerateFlags extends ModelFlags, SamplingFlags {
   quiet?: boolean;
   jsonSchema?: string;
   maxWhitespace?: number;
+  state?: string;
 }
 
 /**
@@ -65,6 +66,7 @@ export function register(program: Command): void {
     .option('--json-schema <file>', "constrain the output to JSON matching this JSON Schema file ('object': any JSON object)")
     .option('--max-whitespace <n>', 'with --json-schema: most whitespace bytes between JSON tokens (0 = compact)', parseInteger('--max-whitespace', 0));
   addModelOptions(cmd);
+  addStateOption(cmd);
   addSamplingOptions(cmd, GENERATE_DEFAULTS);
   cmd
     .option('-q, --quiet', 'no summary line on stderr')
@@ -78,6 +80,7 @@ Examples:
   rwkv7 generate --prompt "Once upon a time" --temperature 0 --json
   rwkv7 generate -m rwkv7-g1-0.1b.pth -p "User: hi\\n\\nAssistant:" --stop '\\n\\n' --seed 42
   rwkv7 generate -p "A character, as JSON: " --json-schema person.schema.json --max-tokens 300
+  rwkv7 generate -m g1-0.4b --state my-style.pth -p "User: hi\\n\\nAssistant:"
 
 With --json-schema, tokens that cannot continue valid JSON are masked before sampling, and generation ends when
 the value is complete (supported JSON Schema: type, properties, required, additionalProperties, items,
@@ -92,6 +95,8 @@ minItems/maxItems, minLength/maxLength, enum, const; other keywords are refused)
       const promptIds = tokenizer.encode(f.prompt);
       if (promptIds.length === 0) throw new UserError('the prompt encodes to no tokens');
       const state = loaded.model.newState();
+      const initial = initialStateFromFlag(f.state, loaded.config);
+      if (initial) state.fromHost(initial);
       const ac = new AbortController();
       // Ctrl-C ends the generation cleanly (the summary is still printed); a second one quits at once.
       const onSigint = () => {

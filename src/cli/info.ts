@@ -4,6 +4,7 @@ import { configFromCheckpoint, parameterCount, type ModelConfig } from '../model
 import { openGguf, formatGgufValue } from '../formats/gguf.js';
 import { checkGgufVocab } from '../formats/gguf-rwkv7.js';
 import { fileSource } from '../platform/node.js';
+import { resolveModelArg } from '../platform/models.js';
 import { WorldTokenizer } from '../tokenizer/index.js';
 
 /** What a GGUF adds to `rwkv7 info`. */
@@ -123,10 +124,10 @@ export function register(program: Command): void {
   program
     .command('info')
     .description('show a checkpoint\'s format, layout and hyperparameters (.pth, .safetensors, .gguf or fla/HF folder)')
-    .argument('<model>', 'checkpoint file or folder')
+    .argument('<model>', 'checkpoint file or folder, or a name pulled with rwkv7 pull')
     .option('--json', 'print JSON')
     .action((model: string, opts: { json?: boolean }) => {
-      const info = describeModel(model);
+      const info = describeModel(resolveModelArg(model) ?? model);
       process.stdout.write(opts.json ? `${JSON.stringify(info, null, 2)}\n` : formatInfo(info));
     });
 }

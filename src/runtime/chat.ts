@@ -13,6 +13,7 @@
  */
 import type { RWKV7 } from '../model/rwkv7.js';
 import type { WorldTokenizer } from '../tokenizer/index.js';
+import type { HostState } from '../model/state.js';
 import { Session, type GenerateOptions, type GenerateResult } from './generate.js';
 import { UserError } from '../errors.js';
 
@@ -148,8 +149,9 @@ export class Chat {
   /** Whether the system block has been fed into the state yet. */
   started = false;
 
-  constructor(model: RWKV7, tokenizer: WorldTokenizer, readonly system?: string) {
-    this.session = new Session(model, tokenizer);
+  /** `opts.initialState`: the conversation starts from this state (e.g. a state-tuned file's), and `reset()` returns to it. */
+  constructor(model: RWKV7, tokenizer: WorldTokenizer, readonly system?: string, opts: { initialState?: HostState } = {}) {
+    this.session = new Session(model, tokenizer, undefined, opts.initialState);
     this.history = { system: systemBlock(system) ? cleanMessage(system!) : undefined, turns: [] };
   }
 
