@@ -12,6 +12,8 @@ import { register as generate } from './generate.js';
 import { register as chat } from './chat.js';
 import { register as bench } from './bench.js';
 import { register as serve } from './serve.js';
+import { register as pull } from './pull.js';
+import { register as list } from './list.js';
 import { VERSION } from '../version.js';
 
 const program = new Command();
@@ -22,7 +24,7 @@ program
   .showHelpAfterError()
   .exitOverride();
 
-for (const reg of [info, convert, tokenize, verify, logits, compare, ppl, generate, chat, bench, serve]) reg(program);
+for (const reg of [info, convert, tokenize, verify, logits, compare, ppl, generate, chat, bench, serve, pull, list]) reg(program);
 
 function fail(err: unknown): never {
   if (err instanceof CommanderError) process.exit(err.exitCode);
