@@ -8,11 +8,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { loadModel, type LoadedModel } from '../src/runtime/load.js';
 import { createServer, type RwkvServer } from '../src/server/index.js';
+import { DEFAULT_MODEL_PATH } from '../src/platform/node.js';
+import { startStaticServer, type StaticServer } from './helpers/static-server.js';
 
 const repo = fileURLToPath(new URL('../', import.meta.url));
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -26,6 +28,7 @@ let loaded: LoadedModel;
 let app: RwkvServer;
 let browser: Browser;
 let page: Page;
+let site: StaticServer;
 const pageErrors: string[] = [];
 
 before(async () => {
@@ -42,11 +45,14 @@ before(async () => {
   page.on('pageerror', (e) => pageErrors.push(e.message));
   await page.goto(`http://127.0.0.1:${addr.port}/`);
   await page.waitForSelector('.app.ready');
+  // dist/web on a plain static host (no rwkv7 server behind it).
+  site = await startStaticServer({ '/': `${repo}dist/web/` });
 });
 
 after(async () => {
   await browser?.close();
   await app?.close();
+  await site?.close();
   await loaded?.model.backend.dispose();
 });
 
@@ -149,6 +155,9 @@ test('the chat page in this browser: the served model loads with progress, strea
   // The served checkpoint downloads (bytes done / total), then the answers stream from the worker.
   await page.waitForSelector(`${id('load-card')}:not([hidden])`, { timeout: 10_000 });
   await page.waitForSelector(`${id('load-card')}[hidden]`, { state: 'attached', timeout: 30_000 });
+  const bar = page.locator(id('load-progress'));
+  const size = String(statSync(DEFAULT_MODEL_PATH).size);
+  assert.deepEqual([await bar.getAttribute('data-done'), await bar.getAttribute('data-total')], [size, size], 'the download progress did not reach the whole file');
   const { turns } = await streamAndStop(page);
   await assertStopped(page);
   const status = page.locator(id('status-line'));
@@ -183,4 +192,35 @@ test('the chat page in this browser: the served model loads with progress, strea
   await page.emulateMedia({ colorScheme: 'light' });
   await page.setViewportSize({ width: 1280, height: 800 });
   assert.deepEqual(pageErrors, []);
+});
+
+test('the chat page on a static host: only the in-browser engine, a readable load error, a model from a local file', { skip }, async () => {
+  const p = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const errors: string[] = [];
+  p.on('pageerror', (e) => errors.push(e.message));
+  try {
+    await p.goto(`${site.url}/index.html`);
+    await p.waitForSelector('.app.ready');
+    assert.equal(await p.inputValue(id('engine-select')), 'browser');
+    assert.equal(await p.locator(`${id('engine-select')} option[value="server"]`).isDisabled(), true);
+    assert.match(await p.textContent('#engine-note') ?? '', /static files.*runs here, in your browser/);
+    assert.equal(await p.locator(`${id('source-select')} option[value="served"]`).isDisabled(), true);
+    await p.selectOption(id('backend-select'), 'wasm');
+
+    // A URL that is not there: the error is shown inline, in words.
+    await p.selectOption(id('source-select'), 'url');
+    await p.fill(id('model-url'), '/no-such-model.pth');
+    await say(p, 'Hello', 8);
+    await p.waitForSelector(id('error'));
+    assert.match(await p.textContent(id('error')) ?? '', /Could not load the model: .*no-such-model\.pth: not found \(HTTP 404\)/);
+
+    // A checkpoint picked from this computer.
+    await p.selectOption(id('source-select'), 'file');
+    await p.setInputFiles(id('model-file'), DEFAULT_MODEL_PATH);
+    await answered(p, 'Once upon a time', 16);
+    assert.match(await p.textContent(id('status-line')) ?? '', /In this browser.*wasm/);
+    assert.deepEqual(errors, []);
+  } finally {
+    await p.close();
+  }
 });

@@ -187,15 +187,15 @@ function clearChat() {
 
 // ---------- the in-browser engine ----------
 
-function showLoad(label, done, total) {
+function showLoad(label, done = 0, total = 0) {
   ui.loadCard.hidden = false;
   ui.loadLabel.textContent = label;
-  const known = total > 0;
-  ui.loadCard.classList.toggle('indeterminate', !known);
-  ui.loadBar.style.width = known ? `${(100 * done / total).toFixed(1)}%` : '';
-  ui.loadBytes.textContent = known ? `${mb(done)} of ${mb(total)}` : '';
-  ui.loadBar.dataset.done = String(done ?? 0);
-  ui.loadBar.dataset.total = String(total ?? 0);
+  const downloading = total > 0 && done < total;
+  ui.loadCard.classList.toggle('indeterminate', !downloading);
+  ui.loadBar.style.width = downloading ? `${(100 * done / total).toFixed(1)}%` : '';
+  ui.loadBytes.textContent = downloading ? `${mb(done)} of ${mb(total)}` : total ? mb(total) : '';
+  ui.loadBar.dataset.done = String(done);
+  ui.loadBar.dataset.total = String(total);
 }
 
 function sourceOf() {
@@ -229,14 +229,15 @@ async function ensureModel() {
       newConversation('The model changed: a new conversation starts here.');
       await old.dispose();
     }
-    showLoad(`Loading ${name}…`, 0, 0);
+    showLoad(`Loading ${name}…`);
     const { loadModel } = await library();
     const { model } = await loadModel(source, {
       backend: ui.backend.value,
-      onProgress: (done, total) => showLoad(done < total ? `Downloading ${name}` : `Preparing ${name}…`, done, done < total ? total : 0),
+      onProgress: (done, total) => showLoad(done < total ? `Downloading ${name}` : `Preparing ${name}…`, done, total),
     });
     L.model = model;
     L.key = key;
+    if (!app.server) ui.modelName.textContent = name;
     return model;
   })();
   syncSourceFields();
@@ -429,6 +430,7 @@ async function start() {
     ui.source.querySelector('option[value=served]').textContent = `The server's model (${mb(app.served.size)})`;
   }
   ui.browserFields.hidden = ui.engine.value !== 'browser';
+  ui.toggle.setAttribute('aria-expanded', String(wide.matches));
   ui.app.classList.add('ready');
   syncSourceFields();
   renderStatus();
