@@ -29,6 +29,13 @@ export { RWKV7 } from './model/rwkv7.js';
 export type { ForwardOptions } from './model/rwkv7.js';
 export { State, saveState, loadState, stateToBytes, zeroHostState } from './model/state.js';
 export type { HostState } from './model/state.js';
+export { readStateFile, loadInitialState, stateFingerprint, stateNameOf } from './model/state-file.js';
+export type { InitialState, StateFileKind } from './model/state-file.js';
+// Model cache (Node): rwkv7 pull / list.
+export { CATALOGUE, catalogueEntry, modelsDir, listCached, resolveModelArg } from './platform/models.js';
+export type { CatalogueEntry, CachedModel } from './platform/models.js';
+export { pull, pullTarget } from './platform/download.js';
+export type { PullTarget, PullOptions, PullResult } from './platform/download.js';
 export { createBackend, parseBackendName, parseWeightDType } from './backends/index.js';
 export type { BackendName, BackendOptions } from './backends/index.js';
 export type { Backend, Buf, Mat, HostMatrix, WeightDType, Activation, MatmulOptions } from './backends/kernels.js';

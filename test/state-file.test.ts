@@ -16,6 +16,7 @@ import { Chat } from '../src/runtime/chat.js';
 import { WorldTokenizer } from '../src/tokenizer/index.js';
 import { FormatError } from '../src/errors.js';
 import type { SamplingOptions } from '../src/runtime/sampler.js';
+import { StateCache } from '../src/runtime/state-cache.js';
 import type { ModelConfig } from '../src/model/config.js';
 
 const main = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
@@ -172,6 +173,23 @@ test('state files: bf16 time_state, our own saveState files, names and fingerpri
     assert.equal(init.fingerprint, stateFingerprint(got.host));
     assert.notEqual(init.fingerprint, stateFingerprint(own));
     assert.equal(stateNameOf('a/b\\c.d.safetensors'), 'c.d');
+
+    // The prefix cache keeps sequences from different initial states apart (origin = the state's fingerprint).
+    const cache = new StateCache(1 << 24);
+    const ids = tok.encode(PROMPT);
+    const st = model.newState();
+    st.fromHost(init.host);
+    const logits = await model.forward(ids, st);
+    assert.ok(cache.insert(ids, st, logits, init.fingerprint));
+    assert.ok(cache.has(ids, init.fingerprint));
+    assert.ok(!cache.has(ids));
+    const miss = cache.lookup([...ids, 11], () => model.newState());
+    assert.equal(miss.length, 0);
+    const hit = cache.lookup([...ids, 11], () => model.newState(), init.fingerprint);
+    assert.equal(hit.length, ids.length);
+    assert.deepEqual(await hit.state.toHost(), await st.toHost());
+    for (const x of [miss.state, hit.state, st]) x.free();
+    cache.clear();
     await model.backend.dispose();
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -70,6 +70,11 @@ function prefixHashes(tokens: ArrayLike<number>): string[] {
   return out;
 }
 
+/** "length:hash", prefixed by "origin|" for sequences that start from an initial state other than zero. */
+function cacheKey(origin: string, length: number, hash: string): string {
+  return origin ? `${origin}|${length}:${hash}` : `${length}:${hash}`;
+}
+
 function samePrefix(stored: Int32Array, tokens: ArrayLike<number>): boolean {
   if (tokens.length < stored.length) return false;
   for (let i = 0; i < stored.length; i++) if (stored[i] !== tokens[i]) return false;
@@ -108,14 +113,16 @@ export class StateCache {
    * Finds the longest usable cached prefix of `tokens` and returns a copy of its state, or a fresh state from
    * `fresh()` when nothing matches. Usable: a proper prefix, or the whole of `tokens` if that entry kept its
    * logits (so the caller always has either tokens left to run or the logits to sample from).
+   * `origin` names the state the sequences start from (default '': the zero state; e.g. an initial state's
+   * `fingerprint`): entries of different origins never match each other, and share the one budget.
    */
-  lookup(tokens: ArrayLike<number>, fresh: () => State): CacheHit {
+  lookup(tokens: ArrayLike<number>, fresh: () => State, origin = ''): CacheHit {
     if (this.enabled && this.entries.size > 0) {
       const candidates = [...this.lengths.keys()].filter((n) => n > 0 && n <= tokens.length).sort((a, b) => b - a);
       if (candidates.length > 0) {
         const hashes = prefixHashes(Array.prototype.slice.call(tokens, 0, candidates[0]) as number[]);
         for (const n of candidates) {
-          const key = `${n}:${hashes[n]}`;
+          const key = cacheKey(origin, n, hashes[n]!);
           const e = this.entries.get(key);
           if (e && samePrefix(e.tokens, tokens) && (n < tokens.length || e.logits)) {
             // Move to the back: most recently used.
@@ -133,22 +140,22 @@ export class StateCache {
   }
 
   /** Whether exactly this token sequence is cached (does not count as a use). */
-  has(tokens: ArrayLike<number>): boolean {
-    const key = `${tokens.length}:${prefixHashes(tokens)[tokens.length]}`;
+  has(tokens: ArrayLike<number>, origin = ''): boolean {
+    const key = cacheKey(origin, tokens.length, prefixHashes(tokens)[tokens.length]!);
     const e = this.entries.get(key);
     return e !== undefined && e.tokens.length === tokens.length && samePrefix(e.tokens, tokens);
   }
 
   /**
-   * Stores a copy of `state`, which must hold exactly `tokens` (from the zero state), and of `logits` (those
-   * after the last token) when given. Returns false when the cache is disabled, the sequence is empty or
-   * already cached, or one entry alone exceeds the budget.
+   * Stores a copy of `state`, which must hold exactly `tokens` (from the zero state, or from the initial state
+   * named by `origin`), and of `logits` (those after the last token) when given. Returns false when the cache is
+   * disabled, the sequence is empty or already cached, or one entry alone exceeds the budget.
    */
-  insert(tokens: ArrayLike<number>, state: State, logits?: Float32Array): boolean {
+  insert(tokens: ArrayLike<number>, state: State, logits?: Float32Array, origin = ''): boolean {
     if (!this.enabled || tokens.length === 0) return false;
     const bytes = stateBytes(state) + (logits ? logits.byteLength : 0);
     if (bytes > this.budgetBytes) return false;
-    const key = `${tokens.length}:${prefixHashes(tokens)[tokens.length]}`;
+    const key = cacheKey(origin, tokens.length, prefixHashes(tokens)[tokens.length]!);
     const old = this.entries.get(key);
     if (old) {
       if (old.tokens.length === tokens.length && samePrefix(old.tokens, tokens)) {
