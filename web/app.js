@@ -254,9 +254,7 @@ async function ensureModel() {
   }
 }
 
-async function browserTurn(text, onText, signal) {
-  const model = await ensureModel();
-  const c = app.convo;
+async function browserTurn(c, model, text, onText, signal) {
   c.chat ??= await model.chat(c.system || undefined);
   if (signal.aborted) return { finishReason: 'abort', completionTokens: 0, decodeTokS: NaN, contextTokens: app.last?.contextTokens };
   const s = sampling();
@@ -265,8 +263,7 @@ async function browserTurn(text, onText, signal) {
 
 // ---------- the server engine ----------
 
-async function serverTurn(text, onText, signal) {
-  const c = app.convo;
+async function serverTurn(c, text, onText, signal) {
   const messages = c.system ? [{ role: 'system', content: c.system }] : [];
   for (const t of c.turns) messages.push({ role: 'user', content: t.user }, { role: 'assistant', content: t.assistant });
   messages.push({ role: 'user', content: text });
@@ -355,9 +352,12 @@ async function send() {
     if (stick) scrollDown();
   };
   try {
-    const r = engine === 'browser' ? await browserTurn(text, onText, ac.signal) : await serverTurn(text, onText, ac.signal);
-    if (engine === 'browser' && r.text !== undefined) answer = r.text.trim() || answer;
-    app.convo.turns.push({ user: text, assistant: answer });
+    // The conversation this turn belongs to (New chat or a new model during the turn starts another one).
+    const model = engine === 'browser' ? await ensureModel() : null;
+    const convo = app.convo;
+    const r = model ? await browserTurn(convo, model, text, onText, ac.signal) : await serverTurn(convo, text, onText, ac.signal);
+    if (model && r.text !== undefined) answer = r.text.trim() || answer;
+    convo.turns.push({ user: text, assistant: answer });
     app.last = { ...r, engine };
     const why = r.finishReason === 'abort' ? 'stopped' : r.finishReason === 'length' ? 'max tokens reached' : '';
     addMeta(bubble, [`${r.completionTokens} tokens`, Number.isFinite(r.decodeTokS) ? `${fmt(r.decodeTokS)} tok/s` : '', why].filter(Boolean).join(' · '));
