@@ -417,6 +417,7 @@ async function start() {
   app.served = served && 'url' in served ? served : null;
   if (app.server) {
     ui.modelName.textContent = app.server.model;
+    app.serverDtype = app.server.weight_dtype ?? app.server.dtype ?? '';
   } else {
     ui.engine.value = 'browser';
     ui.engine.querySelector('option[value=server]').disabled = true;
