@@ -18,6 +18,8 @@ export interface BenchOptions {
   prefill?: number;
   decode?: number;
   runs?: number;
+  /** Sequences side by side in every forward pass (default 1); rates are then the aggregate over all of them. */
+  batch?: number;
 }
 
 export interface BenchResult {
@@ -28,6 +30,8 @@ export interface BenchResult {
   decode_tok_s: number;
   weight_bytes_per_token: number;
   decode_gb_s: number;
+  /** Present when the batch is larger than 1: prefill_tok_s and decode_tok_s are then summed over the sequences. */
+  batch?: number;
 }
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
@@ -61,7 +65,23 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     await model.forward(prompt.slice(0, Math.min(P, 8)), state); // warm-up (JIT, first-touch)
     await model.forward([tok()], state);
     const pre: number[] = [], dec: number[] = [];
-    for (let r = 0; r < R; r++) {
+    const B = Math.max(1, o.batch ?? 1);
+    if (B > 1) {
+      // B sequences in every pass: B prompts prefilled together, then B tokens per decode step.
+      const states = Array.from({ length: B }, () => model.newState());
+      const prompts = states.map(() => Array.from({ length: P }, tok));
+      for (let r = 0; r < R; r++) {
+        for (const s of states) s.reset();
+        let t0 = performance.now();
+        if (P > 0) await model.forwardBatch(states.map((st, i) => ({ tokens: prompts[i]!, state: st })));
+        pre.push((B * P) / ((performance.now() - t0) / 1000));
+        t0 = performance.now();
+        for (let i = 0; i < D; i++) await model.forwardBatch(states.map((st) => ({ tokens: [tok()], state: st })));
+        dec.push((B * D) / ((performance.now() - t0) / 1000));
+      }
+      for (const s of states) s.free();
+    }
+    for (let r = 0; r < (B > 1 ? 0 : R); r++) {
       state.reset();
       let t0 = performance.now();
       if (P > 0) await model.forward(prompt, state);
@@ -80,7 +100,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       prefill_tok_s: P > 0 ? median(pre) : 0,
       decode_tok_s: decode,
       weight_bytes_per_token: wb,
-      decode_gb_s: (wb * decode) / 1e9,
+      // Weights are read once per pass: B tokens per pass share one read.
+      decode_gb_s: (wb * decode) / B / 1e9,
+      ...(B > 1 ? { batch: B } : {}),
     };
   } finally {
     await model.backend.dispose();
@@ -106,12 +128,13 @@ export function register(program: Command): void {
     .option('--prefill <n>', 'prompt tokens for the prefill measurement', int('prefill'), 512)
     .option('--decode <n>', 'tokens for the decode measurement', int('decode'), 128)
     .option('--runs <n>', 'repetitions (the median is reported)', int('runs'), 3)
+    .option('--batch <n>', 'sequences side by side in each forward pass (rates are the aggregate over all of them)', int('batch'), 1)
     .option('--json', 'print one JSON object')
-    .action(async (o: { model?: string; synthetic?: string; backend: string; dtype: string; threads?: number; prefill: number; decode: number; runs: number; json?: boolean }) => {
+    .action(async (o: { model?: string; synthetic?: string; backend: string; dtype: string; threads?: number; prefill: number; decode: number; runs: number; batch: number; json?: boolean }) => {
       if (o.model && o.synthetic) throw new UserError('give either --model or --synthetic, not both');
       const r = await runBench({
         model: o.model, synthetic: o.synthetic, backend: parseBackendName(o.backend), dtype: parseWeightDType(o.dtype),
-        threads: o.threads, prefill: o.prefill, decode: o.decode, runs: o.runs,
+        threads: o.threads, prefill: o.prefill, decode: o.decode, runs: o.runs, batch: o.batch,
       });
       if (o.json) {
         process.stdout.write(JSON.stringify(r) + '\n');
@@ -119,7 +142,7 @@ export function register(program: Command): void {
       }
       const what = o.synthetic ? `synthetic ${o.synthetic}` : (o.model ?? 'bundled model');
       process.stdout.write(
-        `${what}: backend ${r.backend}, dtype ${r.dtype}, ${r.threads} thread(s)\n` +
+        `${what}: backend ${r.backend}, dtype ${r.dtype}, ${r.threads} thread(s)${r.batch ? `, batch ${r.batch} (aggregate rates)` : ''}\n` +
         `  prefill ${r.prefill_tok_s.toFixed(1)} tok/s (${o.prefill} tokens)\n` +
         `  decode  ${r.decode_tok_s.toFixed(1)} tok/s (${o.decode} tokens)\n` +
         `  weights read per token ${(r.weight_bytes_per_token / 1e6).toFixed(1)} MB → ${r.decode_gb_s.toFixed(2)} GB/s\n`,
