@@ -56,11 +56,12 @@ Examples:
                   barTotal = t;
                   bar = new cliProgress.SingleBar({
                     stream: process.stderr, hideCursor: true, clearOnComplete: true,
-                    format: '  [{bar}] {percentage}% | {have} / {size} | {speed} | eta {eta_formatted}',
+                    format: '  [{bar}] {percentage}% | {have} / {size} | eta {eta_formatted}',
                   }, cliProgress.Presets.shades_classic);
-                  bar.start(t || 1, done, { have: fmtBytes(done), size: t ? fmtBytes(t) : '?', speed: '' });
+                  bar.start(t || Math.max(1, done), done, { have: fmtBytes(done), size: t ? fmtBytes(t) : '?' });
                 }
-                bar.update(done, { have: fmtBytes(done), speed: '' });
+                if (!t) bar.setTotal(Math.max(1, done));
+                bar.update(done, { have: fmtBytes(done) });
               }
             : undefined,
           onVerify: () => { bar?.stop(); bar = undefined; if (!f.quiet) process.stderr.write('  checking the file\n'); },
