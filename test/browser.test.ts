@@ -99,6 +99,13 @@ for (const [name, model, golden] of FIXTURES) {
   });
 }
 
+test('GGUF files load in the browser too (llama.cpp F32 and Q4_0 files against their golden references)', { skip }, async () => {
+  const f32 = await verify(page, '/shared/fixtures/gguf/tiny-l2-d128-f32.gguf', '/shared/fixtures/golden/tiny-l2-d128.golden.safetensors', { backend: 'wasm', dtype: 'f32', threads: 2 }, ['seq']);
+  assert.ok(f32.report.max_deviation <= 5e-5, `f32 gguf: ${f32.report.max_deviation}`);
+  const q4 = await verify(page, '/shared/fixtures/gguf/storyteller-L6-D192-q4_0.gguf', '/shared/fixtures/gguf/storyteller-L6-D192-q4_0.golden.safetensors', { backend: 'js' }, ['seq']);
+  assert.ok(q4.report.max_deviation <= 1e-5, `q4_0 gguf: ${q4.report.max_deviation}`);
+});
+
 test("the storyteller's greedy continuation in the browser equals Node's token for token", { skip }, async () => {
   const prompt = 'Once upon a time';
   const n = 32;
