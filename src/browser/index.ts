@@ -21,7 +21,7 @@ export { UserError, FormatError } from '../errors.js';
 export { WorldTokenizer } from '../tokenizer/world.js';
 export { Sampler, GENERATE_DEFAULTS, CHAT_DEFAULTS, samplingDistribution, argmax } from '../runtime/sampler.js';
 export type { SamplingOptions } from '../runtime/sampler.js';
-export { stateToBytes, loadState, zeroHostState } from '../model/state.js';
+export { stateToBytes, stateToBytes as saveState, loadState, zeroHostState } from '../model/state.js';
 export type { HostState } from '../model/state.js';
 export type { ModelConfig } from '../model/config.js';
 export type { VerifyReport, VerifyMode, GroupResult } from '../runtime/verify.js';
