@@ -45,10 +45,11 @@ function hostMatrix(rows: number, cols: number, dtype: 'F32' | 'BF16' | 'F16'): 
   return { name: 'm', rows, cols, dtype, data: Uint16Array.from(v, dtype === 'BF16' ? f32ToBf16 : f32ToF16) };
 }
 
-const SOURCE: Record<WeightDType, 'F32' | 'BF16' | 'F16'> = { f32: 'F32', bf16: 'BF16', f16: 'F16', int8: 'BF16' };
+const SOURCE: Record<WeightDType, 'F32' | 'BF16' | 'F16'> = { f32: 'F32', bf16: 'BF16', f16: 'F16', int8: 'BF16', q4: 'BF16', q8_0: 'BF16' };
 // The js reference stores the same weights (f16-rounded, or the same int8 quantization), so only arithmetic differs;
 // for int8 the mat-vec (T ≤ 2) also rounds x to int16 per token (~1/65534 of max|x| per value).
-const MATMUL_TOL: Record<WeightDType, number> = { f32: 2e-6, bf16: 2e-6, f16: 2e-6, int8: 5e-5 };
+// q4/q8_0 (x rounded to int16 per block of 32): test/q4.test.ts
+const MATMUL_TOL: Record<WeightDType, number> = { f32: 2e-6, bf16: 2e-6, f16: 2e-6, int8: 5e-5, q4: 2e-5, q8_0: 2e-5 };
 
 for (const threads of [1, 2]) {
   for (const dtype of ['f32', 'bf16', 'f16', 'int8'] as const) {
@@ -139,7 +140,7 @@ const GOLDEN: Array<[string, string]> = [
 // against the golden outputs of the original weights (bench/quant-sensitivity.ts). Against the golden outputs this
 // bound only guards against regressions; the int8 kernels are checked against the int8 model itself (js backend,
 // same quantization, float64) below, and the cost on real text by perplexity.
-const GOLDEN_TOL: Record<WeightDType, number> = { f32: 5e-5, bf16: 5e-5, f16: 5e-3, int8: 0.7 };
+const GOLDEN_TOL: Record<WeightDType, number> = { f32: 5e-5, bf16: 5e-5, f16: 5e-3, int8: 0.7, q4: 0.7, q8_0: 0.7 };
 
 for (const dtype of ['f32', 'bf16', 'f16', 'int8'] as const) {
   for (const threads of [1, 2]) {

@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Backend, Buf, HostMatrix, WeightDType } from '../src/backends/kernels.js';
 import { JsBackend } from '../src/backends/js/index.js';
+import { dequantizeBlocks, matrixBlocks } from '../src/backends/quant.js';
 import { createWebGpuBackend, GPU_TUNING, type Tuning } from '../src/backends/webgpu/index.js';
 import { numberToBf16 as f32ToBf16, numberToF16 as f32ToF16 } from '../src/formats/dtype.js';
 import { loadModel } from '../src/runtime/load.js';
@@ -100,6 +101,12 @@ function matrixPair(dtype: WeightDType, rows: number, cols: number): [HostMatrix
       }
       return [{ name: 'w', rows, cols, dtype: 'F32', data: f }, { name: 'w', rows, cols, dtype: 'F32', data: d }];
     }
+    case 'q4':
+    case 'q8_0': {
+      // the ggml blocks every backend stores (src/backends/quant.ts), dequantized exactly for js
+      const m: HostMatrix = { name: 'w', rows, cols, dtype: 'F32', data: f };
+      return [m, { name: 'w', rows, cols, dtype: 'F32', data: dequantizeBlocks(matrixBlocks(m, dtype), dtype, rows, cols) }];
+    }
   }
 }
 
@@ -115,7 +122,7 @@ async function withPair(dtype: WeightDType, fn: (p: Pair) => Promise<void>, tuni
 // ---- kernels ----
 
 describe('webgpu kernels vs js', { skip }, () => {
-  for (const dtype of ['f32', 'f16', 'bf16', 'int8'] as const) {
+  for (const dtype of ['f32', 'f16', 'bf16', 'int8', 'q4', 'q8_0'] as const) {
     for (const tuning of ['default', 'gpu'] as const) {
       test(`matmul ${dtype} (${tuning} kernels): T = 1, 3, 5, 19; ragged cols; bias, activations, accumulate`, async () => {
         await withPair(dtype, async (p) => {

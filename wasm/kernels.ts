@@ -14,6 +14,7 @@
 //   int8 : K % 64 == 0, symmetric per-group quantization: one f32 scale per row and 64-column group
 //          (scales [rowsP, K/64]). Mat-vec quantizes x to int16 per token and uses i32x4.dot_i16x8_s; each group's
 //          i32 sum (at most 16 products of 127·32767 per lane, no overflow) is scaled into an f32 accumulator.
+//   q4, q8_0: ggml Q4_0 / Q8_0 blocks of 32 with f16 scales, K % 128 == 0: see wasm/blocks.ts.
 //
 // Mat-vec (decode, T = 1..2): each row is streamed once per token with 4 independent accumulators, two rows at a
 // time from far-apart parts of the matrix, with software prefetch (see the mat-vec section).
@@ -23,89 +24,11 @@
 // so weights are read from memory once per chunk of T tokens instead of once per token.
 
 // ---------------------------------------------------------------------------------------------------------------
-// helpers
 
-@inline function madd(a: v128, b: v128, c: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) {
-    return f32x4.relaxed_madd(a, b, c);
-  } else {
-    return f32x4.add(f32x4.mul(a, b), c);
-  }
-}
+import { madd, hsum, lo64, hi64, hsum64, f4, finish64, finish, bf16lo, bf16hi, f16mul, f16lo, f16hi, PF, ahead } from './common';
+import { widenBlocks } from './blocks';
 
-@inline function hsum(v: v128): f32 {
-  return (f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1)) + (f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3));
-}
-
-/** a + the 4 f32 lanes of p, in f64 (2 lanes each). */
-@inline function acc64(a: v128, p: v128): v128 {
-  return f64x2.add(f64x2.add(a, f64x2.promote_low_f32x4(p)), f64x2.promote_low_f32x4(v128.shuffle<f32>(p, p, 2, 3, 0, 1)));
-}
-
-@inline function lo64(v: v128): v128 {
-  return f64x2.promote_low_f32x4(v);
-}
-@inline function hi64(v: v128): v128 {
-  return f64x2.promote_low_f32x4(v128.shuffle<f32>(v, v, 2, 3, 0, 1));
-}
-
-@inline function hsum64(v: v128): f64 {
-  return f64x2.extract_lane(v, 0) + f64x2.extract_lane(v, 1);
-}
-
-@inline function f4(p: usize): usize {
-  return p << 2;
-}
-
-@inline function finish64(out: usize, v: f64, bias: usize, r: i32, act: i32, acc: i32): void {
-  if (acc) {
-    store<f32>(out, <f32>(<f64>load<f32>(out) + v));
-    return;
-  }
-  if (bias) v += <f64>load<f32>(bias + f4(<usize>r));
-  if (act == 1) v = Math.tanh(v);
-  else if (act == 2) v = 1.0 / (1.0 + Math.exp(-v));
-  else if (act == 3) v = v > 0 ? v * v : 0;
-  store<f32>(out, <f32>v);
-}
-
-/** Store one output value with bias / activation (act: 0 none, 1 tanh, 2 sigmoid, 3 relu²) or accumulate. */
-@inline function finish(out: usize, s: f32, bias: usize, r: i32, act: i32, acc: i32): void {
-  if (acc) {
-    store<f32>(out, load<f32>(out) + s);
-    return;
-  }
-  let v: f64 = <f64>s;
-  if (bias) v += <f64>load<f32>(bias + f4(<usize>r));
-  if (act == 1) v = Math.tanh(v);
-  else if (act == 2) v = 1.0 / (1.0 + Math.exp(-v));
-  else if (act == 3) v = v > 0 ? v * v : 0;
-  store<f32>(out, <f32>v);
-}
-
-// bf16 pair-interleaved lanes → f32 (see layout above)
-@inline function bf16lo(v: v128): v128 {
-  return i32x4.shl(v, 16);
-}
-@inline function bf16hi(v: v128): v128 {
-  return v128.and(v, i32x4.splat(0xffff0000));
-}
-// f16 pair-interleaved lanes → f32: move exponent+mantissa into f32 position, rescale by `mul`, or the sign back.
-// The host stores f16 matrices multiplied by 2^shift (shift 10 unless a value would overflow, see layout16), so
-// every nonzero weight is a normal f16 and the rescale never multiplies a subnormal f32: on x86 each such multiply
-// takes a microcode assist, and the ~0.2% of trained weights that are f16-subnormal cost ~30% of f16 mat-vec speed.
-/** 2^(112 − shift) in every lane: exact for any f16 stored ×2^shift. */
-@inline function f16mul(shift: i32): v128 {
-  return f32x4.splat(reinterpret<f32>((239 - shift) << 23));
-}
-@inline function f16lo(v: v128, mul: v128): v128 {
-  const mag = f32x4.mul(i32x4.shl(v128.and(v, i32x4.splat(0x7fff)), 13), mul);
-  return v128.or(mag, i32x4.shl(v128.and(v, i32x4.splat(0x8000)), 16));
-}
-@inline function f16hi(v: v128, mul: v128): v128 {
-  const mag = f32x4.mul(v128.and(i32x4.shr_u(v, 3), i32x4.splat(0x0fffe000)), mul);
-  return v128.or(mag, v128.and(v, i32x4.splat(0x80000000)));
-}
+export { mv_q4, mv_q8, quant_x32 } from './blocks';
 
 // ---------------------------------------------------------------------------------------------------------------
 // mat-vec kernels: rows [lo, hi) of out[t, r] = act(W[r] · x[t] + bias[r]) for t < T (weights re-read per token)
@@ -120,8 +43,6 @@
 //    memory past its last allocation.
 // Each row's sum is computed as a one-row loop would (same accumulators, same order): the pairing changes no bits.
 
-/** Prefetch distance in bytes (≤ PREFETCH_PAD in src/backends/wasm/index.ts). */
-const PF: usize = 2048;
 let sink: v128 = i32x4.splat(0);
 
 /** PF, for the host to check against the memory it keeps past its last allocation. */
@@ -129,9 +50,6 @@ export function prefetch_distance(): i32 {
   return <i32>PF;
 }
 
-@inline function ahead(pf: v128, wa: usize, wb: usize): v128 {
-  return v128.or(pf, v128.or(v128.load(wa + PF), v128.load(wb + PF)));
-}
 
 /** One f32 mat-vec pass over rows ra and rb (rb stored only when `both`); returns the prefetch loads. */
 @inline function pairF32(out: usize, xt: usize, W: usize, K: i32, ra: i32, rb: i32, both: bool, bias: usize, act: i32, acc: i32): v128 {
@@ -297,8 +215,12 @@ export function pad_rows(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i3
 // ---------------------------------------------------------------------------------------------------------------
 // mat-mat (prefill)
 
-/** Widen rows [r, r+4) of W (dtype 0 f32, 1 bf16, 2 f16 ×2^shift, 3 int8) into `dst` [4, K] f32. */
+/** Widen rows [r, r+4) of W (dtype 0 f32, 1 bf16, 2 f16 ×2^shift, 3 int8, 4 q4, 5 q8_0) into `dst` [4, K] f32. */
 @inline function widenTile(dst: usize, W: usize, K: i32, r: i32, dtype: i32, sc: usize, shift: i32): void {
+  if (dtype >= 4) {
+    widenBlocks(dst, W, K, r, dtype == 4, sc, shift);
+    return;
+  }
   const n = <usize>K << 2; // 4 rows × K values
   if (dtype == 1 || dtype == 2) {
     const src = W + ((<usize>r * <usize>K) << 1);

@@ -15,9 +15,13 @@
  *   (as in the reference `S @ r`).
  */
 
-/** Storage type of weight matrices. Vectors and activations are always f32 (or wider). */
-export type WeightDType = 'f32' | 'f16' | 'bf16' | 'int8';
-export const WEIGHT_DTYPES: readonly WeightDType[] = ['f32', 'f16', 'bf16', 'int8'];
+/**
+ * Storage type of weight matrices. Vectors and activations are always f32 (or wider).
+ * `q4` and `q8_0` are ggml's Q4_0 and Q8_0 blocks (32 values, one f16 scale; see ./quant.ts): a GGUF with those
+ * blocks is used as stored, float weights are quantized as ggml's reference quantizer does.
+ */
+export type WeightDType = 'f32' | 'f16' | 'bf16' | 'int8' | 'q4' | 'q8_0';
+export const WEIGHT_DTYPES: readonly WeightDType[] = ['f32', 'f16', 'bf16', 'int8', 'q4', 'q8_0'];
 
 /** Backend-owned float buffer (opaque to the model). */
 export interface Buf {
@@ -33,10 +37,19 @@ export interface Mat {
 /**
  * A weight matrix as read from a checkpoint, row-major [rows=out, cols=in].
  * `BF16`/`F16` data are the raw 16-bit patterns (so bf16 checkpoints stay exact and compact).
+ * `blocks`: the file's own ggml blocks of the same matrix (a GGUF Q4_0/Q8_0 tensor, already in [out, in]
+ * orientation: each row is cols / 32 blocks); `data` then holds their exact dequantization. A backend storing that
+ * block type takes the blocks as they are (no re-rounding).
  */
 export type HostMatrix =
-  | { name: string; rows: number; cols: number; dtype: 'F32'; data: Float32Array }
-  | { name: string; rows: number; cols: number; dtype: 'BF16' | 'F16'; data: Uint16Array };
+  | { name: string; rows: number; cols: number; dtype: 'F32'; data: Float32Array; blocks?: HostBlocks }
+  | { name: string; rows: number; cols: number; dtype: 'BF16' | 'F16'; data: Uint16Array; blocks?: HostBlocks };
+
+/** ggml Q4_0 (18 bytes per 32 values) or Q8_0 (34 bytes) blocks, row-major. */
+export interface HostBlocks {
+  type: 'Q4_0' | 'Q8_0';
+  data: Uint8Array;
+}
 
 /** Activation applied by `matmul` after the optional bias. `relu2` is `relu(x)²` (the channel-mix key). */
 export type Activation = 'none' | 'tanh' | 'sigmoid' | 'relu2';

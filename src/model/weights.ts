@@ -3,10 +3,12 @@
  *
  * Vectors become f32 buffers; matrices are uploaded as [out, in] (`matmul` computes W · x): the Linear
  * weights already are, the LoRA factors (`w1` [C, r], `w2` [r, C], ... used as `x @ w1`) are transposed here.
- * bf16/f16 data stay 16-bit all the way to the backend, so nothing is rounded twice.
+ * bf16/f16 data stay 16-bit all the way to the backend, so nothing is rounded twice; a GGUF's Q4_0/Q8_0 blocks go
+ * along with their exact values (`HostMatrix.blocks`), for backends storing that block type as it is.
  * The embedding stays on the host (one row per token is looked up and layer-normed by the model).
  */
-import type { Backend, Buf, HostMatrix, Mat } from '../backends/kernels.js';
+import type { Backend, Buf, HostBlocks, HostMatrix, Mat } from '../backends/kernels.js';
+import type { GgufTensorRef } from '../formats/gguf-rwkv7.js';
 import type { Checkpoint, TensorRef } from '../formats/types.js';
 import type { ModelConfig } from './config.js';
 import { FormatError } from '../errors.js';
@@ -163,8 +165,22 @@ function hostMatrix(t: TensorRef, path: string, transpose: boolean, finite: Fini
   }
   let data = toF32(t, path);
   finite(name, data);
+  const blocks = ggmlBlocks(t, transpose);
   if (transpose) { data = transposed(data, rows, cols, new Float32Array(rows * cols)); [rows, cols] = [cols, rows]; }
-  return { name, rows, cols, dtype: 'F32', data };
+  return blocks ? { name, rows, cols, dtype: 'F32', data, blocks } : { name, rows, cols, dtype: 'F32', data };
+}
+
+/**
+ * A GGUF tensor's own Q4_0/Q8_0 blocks, when they are rows of the matrix as uploaded ([out, in]): the Linear
+ * weights, and the LoRA factors, which GGUF stores already transposed (nn.Linear orientation). Their values are
+ * `data` exactly (the reader dequantizes them exactly), so the finiteness check of `data` covers them.
+ */
+function ggmlBlocks(t: TensorRef, transpose: boolean): HostBlocks | undefined {
+  const g = (t as GgufTensorRef).ggml;
+  if (!g || g.transposed !== transpose) return undefined;
+  const type = g.type.name;
+  if (type !== 'Q4_0' && type !== 'Q8_0') return undefined;
+  return { type, data: g.readRaw() };
 }
 
 function transposed<A extends Float32Array | Uint16Array>(src: A, rows: number, cols: number, dst: A): A {

@@ -6,6 +6,7 @@ import { openCheckpoint } from '../formats/index.js';
 import type { ByteSource, FileSet } from '../formats/source.js';
 import type { Checkpoint, FileFormat, Layout } from '../formats/types.js';
 import type { WeightDType } from '../backends/kernels.js';
+import type { GgufTensorRef } from '../formats/gguf-rwkv7.js';
 import { configFromCheckpoint, type ModelConfig } from '../model/config.js';
 import { loadWeights, type LoadProgress } from '../model/weights.js';
 import { RWKV7 } from '../model/rwkv7.js';
@@ -32,11 +33,16 @@ export interface LoadedModel {
 
 /**
  * The weight dtype used when none is asked for: the checkpoint's own float type (bf16 for the official releases:
- * exact, and half the bytes of f32), except on the js backend, which computes in f32/f64 and is fastest with f32.
+ * exact, and half the bytes of f32; a GGUF's Q4_0 or Q8_0 blocks: q4 / q8_0), except on the js backend, which computes
+ * in f32/f64 and is fastest with f32.
  */
 export function defaultWeightDType(ck: Checkpoint, backend: BackendName): WeightDType {
   if (backend === 'js') return 'f32';
   const head = ck.tensors.get('head.weight');
+  // A GGUF's Q4_0/Q8_0 blocks are kept as they are (src/backends/quant.ts)
+  const ggml = (head as GgufTensorRef | undefined)?.ggml?.type.name;
+  if (ggml === 'Q4_0') return 'q4';
+  if (ggml === 'Q8_0') return 'q8_0';
   switch (head?.dtype) {
     case 'BF16': return 'bf16';
     case 'F16': return 'f16';

@@ -6,13 +6,14 @@
  *
  * f16 and int8 are offered as references for the fast backends' lower-precision storage: the weights are rounded
  * to f16, or quantized exactly as the wasm backend stores int8 (../quant.ts), then held as f32 and used in float64.
- * So `--backend js --dtype int8` is the int8 model itself, without the wasm kernels' own rounding.
+ * So `--backend js --dtype int8` is the int8 model itself, without the wasm kernels' own rounding. Likewise q4/q8_0:
+ * the same ggml blocks every backend stores (a GGUF's own, or ggml's reference quantization), dequantized exactly.
  */
 import type { Activation, Backend, Buf, HostMatrix, Mat, MatmulOptions, WeightDType } from '../kernels.js';
 import { UserError } from '../../errors.js';
 import { bytesToFloat32, f16ToNumber, fromFloat32, numberToF16 } from '../../formats/dtype.js';
 import { hostMatrixReader } from '../host-matrix.js';
-import { INT8_GROUP, quantizeRowInt8, storageDType } from '../quant.js';
+import { INT8_GROUP, dequantizeBlocks, isBlockDType, matrixBlocks, quantizeRowInt8, storageDType } from '../quant.js';
 
 class JsBuf implements Buf {
   readonly data: Float64Array;
@@ -81,7 +82,8 @@ export class JsBackend implements Backend {
 
   matrix(m: HostMatrix): Mat {
     const n = m.rows * m.cols;
-    const dtype = storageDType(this.weightDType, m.name);
+    const dtype = storageDType(this.weightDType, m.name, m);
+    if (isBlockDType(dtype)) return new JsMat(m.rows, m.cols, dequantizeBlocks(matrixBlocks(m, dtype), dtype, m.rows, m.cols));
     if (dtype === 'f16' || dtype === 'int8') return new JsMat(m.rows, m.cols, dtype === 'f16' ? roundedToF16(m) : dequantizedInt8(m));
     if (dtype === 'bf16') {
       if (m.dtype === 'BF16') return new JsMat(m.rows, m.cols, m.data.slice(0, n));

@@ -4,7 +4,7 @@
  *
  * - Memory: every Buf/Mat lives in the shared WebAssembly.Memory (max 4 GiB); a bump allocator with per-size
  *   free lists hands out 64-byte-aligned blocks. Activations and state are f32.
- * - Weights: f32, bf16, f16 or int8 in the layouts of ./layout.ts. `weightBytes` sums what a decode step reads.
+ * - Weights: f32, bf16, f16, int8, q4 or q8_0 in the layouts of ./layout.ts. `weightBytes` sums what a decode step reads.
  * - matmul: T ≤ 2 token rows use the mat-vec kernels (weights streamed straight from memory, per dtype);
  *   larger T uses the blocked mat-mat kernel (4-row tiles widened once to f32, 4×2 register tile over token pairs).
  * - Relaxed SIMD (fused multiply-add) is used when the runtime validates the relaxed build; on Node 20 it is
@@ -15,9 +15,10 @@ import type { BackendOptions } from '../index.js';
 import { UserError } from '../../errors.js';
 import { ThreadPool } from './pool.js';
 import { platform, type AssetName } from '../../platform/index.js';
-import { INT8_GROUP, storageDType } from '../quant.js';
+import { INT8_GROUP, QBLOCK, storageDType } from '../quant.js';
 import {
-  DTYPE_CODE, HEAP_BASE, PREFETCH_PAD, WASM_MAX_BYTES, layout16, layoutF32, layoutInt8, matrixBytes, paddedCols, paddedRows,
+  DTYPE_CODE, HEAP_BASE, PREFETCH_PAD, WASM_MAX_BYTES, blockCodeBytes, layout16, layoutBlocks, layoutF32, layoutInt8, matrixBytes,
+  paddedCols, paddedRows,
 } from './layout.js';
 
 export { matrixBytes, WASM_MAX_BYTES } from './layout.js';
@@ -68,7 +69,9 @@ class WMat implements Mat {
 
 interface Kernels {
   mv_f32: Function; mv_bf16: Function; mv_f16: Function; mv_i8: Function; mm: Function; wkv: Function; mmp: Function;
+  mv_q4: Function; mv_q8: Function;
   quant_x(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
+  quant_x32(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
   prefetch_distance(): number;
   pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
   layer_norm(out: number, x: number, w: number, b: number, T: number, n: number, groups: number, eps: number): void;
@@ -80,8 +83,8 @@ interface Kernels {
 }
 
 /** Kernels the thread pool can split, by op index. */
-const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv', 'mmp'] as const;
-const OP_MV = [0, 1, 2, 3]; // by DTYPE_CODE
+const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv', 'mmp', 'mv_q4', 'mv_q8'] as const;
+const OP_MV = [0, 1, 2, 3, 7, 8]; // by DTYPE_CODE
 const OP_MM = 4, OP_WKV = 5, OP_MMP = 6;
 /** Matrices multiplied with blocked f64 accumulation in prefill (their errors are amplified by the state). */
 const BLOCKED = /receptance|\.(a1|a2)$/;
@@ -212,7 +215,7 @@ export class WasmBackend implements Backend {
     if (need > WASM_MAX_BYTES) {
       throw new UserError(
         `out of wasm memory allocating ${what} (${(size / 2 ** 20).toFixed(1)} MiB): the wasm backend has 4 GiB in all and ` +
-        `${(p / 2 ** 30).toFixed(2)} GiB are in use. Use a smaller weight dtype (--dtype bf16 or int8) or a smaller model.`,
+        `${(p / 2 ** 30).toFixed(2)} GiB are in use. Use a smaller weight dtype (--dtype bf16, int8 or q4) or a smaller model.`,
       );
     }
     const have = this.memory.buffer.byteLength;
@@ -260,7 +263,7 @@ export class WasmBackend implements Backend {
   }
 
   matrix(m: HostMatrix): Mat {
-    const dt = storageDType(this.weightDType, m.name); // int8 keeps the LoRA factors bf16 (../quant.ts)
+    const dt = storageDType(this.weightDType, m.name, m); // int8/q4/q8_0 keep the LoRA factors 16-bit (../quant.ts)
     const K = paddedCols(m.cols, dt), R = paddedRows(m.rows);
     const bytes = matrixBytes(m.rows, m.cols, dt);
     const ptr = this.alloc(bytes, `matrix ${m.name} [${m.rows}, ${m.cols}] (${dt})`);
@@ -273,21 +276,27 @@ export class WasmBackend implements Backend {
         sc = ptr + R * K;
         layoutInt8(m, new Int8Array(buf, ptr, R * K), new Float32Array(buf, sc, R * (K / INT8_GROUP)), K);
         break;
+      case 'q4': case 'q8_0': {
+        const cb = blockCodeBytes(m.rows, m.cols, dt);
+        sc = ptr + cb;
+        f16Shift = layoutBlocks(m, dt, new Uint8Array(buf, ptr, cb), new Uint16Array(buf, sc, R * (K / QBLOCK)), K);
+        break;
+      }
     }
     this.weightBytes += bytes;
     if (K > this.maxK) this.growScratch(K);
     return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes, DTYPE_CODE[dt], BLOCKED.test(m.name), f16Shift);
   }
 
-  /** Per-op scratch: one 4×K f32 tile per thread, a padded copy of x, and int16 x with per-row scales. */
+  /** Per-op scratch: one 4×K f32 tile per thread, a padded copy of x, and int16 x with per-row (or per-block) scales. */
   private growScratch(K: number): void {
     this.maxK = K;
     if (this.scratch.bytes) this.release(this.scratch.tile, this.scratch.bytes);
     const tileStride = Math.max(4 * K * 4, 5 * 256 * 8); // a 4×K f32 tile, or wkv's 5·N f64 (N ≤ 256)
     const tileBytes = tileStride * this.threads;
     const xpadBytes = this.maxChunk * K * 4;
-    const xqBytes = Math.ceil((this.maxChunk * K * 2) / 64) * 64;
-    const xscBytes = Math.ceil((this.maxChunk * 4) / 64) * 64;
+    const xqBytes = Math.ceil((Math.max(this.maxChunk * K * 2, 2 * K * 4)) / 64) * 64; // int16 [T, K]; q4/q8_0: hi/lo [2, 2K]
+    const xscBytes = Math.ceil((Math.max(this.maxChunk, 2 * (K / QBLOCK)) * 4) / 64) * 64;
     const bytes = tileBytes + xpadBytes + xqBytes + xscBytes;
     const base = this.alloc(bytes, 'scratch');
     this.scratch = { tile: base, tileStride, xpad: base + tileBytes, xq: base + tileBytes + xpadBytes, xsc: base + tileBytes + xpadBytes + xqBytes, bytes };
@@ -325,6 +334,11 @@ export class WasmBackend implements Backend {
     const items = macs < PAR_MIN_MACS ? 0 : 1; // 0: run on the main thread only
     const S = this.scratch;
     if (T <= 2) {
+      if (dt >= 4) { // q4, q8_0: x in int16 with a scale per block of 32
+        this.k.quant_x32(S.xq, S.xsc, p(x), T, cols, cols, K);
+        this.par(OP_MV[dt]!, rows, 4, items, [p(out), S.xq, m.ptr, K, T, S.xsc, rows, bias, act, acc, rows, m.sc, m.f16Shift]);
+        return;
+      }
       if (dt === 3) {
         this.k.quant_x(S.xq, S.xsc, p(x), T, cols, cols, K);
         this.par(OP_MV[3]!, rows, 4, items, [p(out), S.xq, m.ptr, K, T, S.xsc, rows, bias, act, acc, rows, m.sc]);

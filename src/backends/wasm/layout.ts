@@ -20,7 +20,7 @@
 import type { HostMatrix, WeightDType } from '../kernels.js';
 import { f16ToNumber, numberToBf16, numberToF16 } from '../../formats/dtype.js';
 import { hostMatrixReader } from '../host-matrix.js';
-import { INT8_GROUP, quantizeRowInt8 } from '../quant.js';
+import { BLOCK_BYTES, INT8_GROUP, QBLOCK, blocksPerRow, matrixBlocks, quantizeRowInt8, type BlockDType } from '../quant.js';
 
 export const WASM_MAX_BYTES = 65536 * 65536; // 4 GiB
 /** Bytes below this address are reserved (AssemblyScript statics, the thread-pool control block). */
@@ -28,10 +28,13 @@ export const HEAP_BASE = 65536;
 /** Bytes kept readable past the last allocation: the mat-vec kernels' prefetch loads reach past a matrix's end. */
 export const PREFETCH_PAD = 4096;
 
-export const DTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1, f16: 2, int8: 3 };
+export const DTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1, f16: 2, int8: 3, q4: 4, q8_0: 5 };
+
+/** Columns of q4/q8_0 rows are padded to whole groups of 4 blocks (the mat-vec reads 4 scales at once). */
+const BLOCK_GROUP = 4 * QBLOCK;
 
 export function paddedCols(cols: number, dtype: WeightDType): number {
-  const q = dtype === 'int8' ? INT8_GROUP : 16;
+  const q = dtype === 'int8' ? INT8_GROUP : dtype === 'q4' || dtype === 'q8_0' ? BLOCK_GROUP : 16;
   return Math.ceil(cols / q) * q;
 }
 
@@ -46,7 +49,15 @@ export function matrixBytes(rows: number, cols: number, dtype: WeightDType): num
     case 'f32': return R * K * 4;
     case 'bf16': case 'f16': return R * K * 2;
     case 'int8': return R * K + R * (K / INT8_GROUP) * 4;
+    case 'q4': return R * K / 2 + R * (K / QBLOCK) * 2;
+    case 'q8_0': return R * K + R * (K / QBLOCK) * 2;
   }
+}
+
+/** Bytes of the codes of a q4/q8_0 matrix (its scales follow). */
+export function blockCodeBytes(rows: number, cols: number, dtype: BlockDType): number {
+  const K = paddedCols(cols, dtype);
+  return paddedRows(rows) * (dtype === 'q4' ? K / 2 : K);
 }
 
 /** Write `m` in the f32 layout into `dst` ([rowsP, K] floats, zero-filled). */
@@ -96,4 +107,29 @@ export function layoutInt8(m: HostMatrix, dst: Int8Array, scales: Float32Array, 
     for (let c = 0; c < cols; c++) row[c] = get(r * cols + c);
     quantizeRowInt8(row, dst, r * K, scales, r * (K / INT8_GROUP));
   }
+}
+
+/**
+ * Write `m` as q4/q8_0 (wasm/blocks.ts): the codes of each ggml block (matrixBlocks: the file's own blocks, or
+ * ggml's reference quantization) into `codes` [rowsP, K/2 or K], their f16 scales into `scales` [rowsP, K/32]
+ * (both zero-filled: padding blocks have d = 0). Returns the power of two the scales were multiplied by, as layout16:
+ * F16_SHIFT unless a scale times 2^F16_SHIFT would overflow.
+ */
+export function layoutBlocks(m: HostMatrix, dtype: BlockDType, codes: Uint8Array, scales: Uint16Array, K: number): number {
+  const blocks = matrixBlocks(m, dtype);
+  const nb = blocksPerRow(m.cols), BB = BLOCK_BYTES[dtype], cb = BB - 2;
+  const rowBytes = dtype === 'q4' ? K / 2 : K;
+  let big = false;
+  for (let r = 0; r < m.rows; r++) {
+    for (let b = 0; b < nb; b++) {
+      const o = (r * nb + b) * BB;
+      const h = blocks[o]! | (blocks[o + 1]! << 8);
+      if ((h & 0x7fff) >= 0x5400) big = true;
+      scales[r * (K / QBLOCK) + b] = h;
+      codes.set(blocks.subarray(o + 2, o + 2 + cb), r * rowBytes + b * cb);
+    }
+  }
+  if (big) return 0;
+  for (let i = 0; i < scales.length; i++) if (scales[i]! & 0x7fff) scales[i] = numberToF16(f16ToNumber(scales[i]!) * 2 ** F16_SHIFT);
+  return F16_SHIFT;
 }

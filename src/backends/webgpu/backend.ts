@@ -12,7 +12,8 @@
  * - Activations and state are f32.
  */
 import type { Activation, Backend, Buf, HostMatrix, Mat, MatmulOptions, WeightDType } from '../kernels.js';
-import { packMatrix } from './pack.js';
+import { PACK, packMatrix } from './pack.js';
+import { isBlockDType, storageDType } from '../quant.js';
 import {
   EW_WG, GEMM, bonusGateKernel, copyKernel, decayKernel, oneMinusKernel, gemmKernel, keyPrepKernel, layerNormKernel, lerpKernel,
   matvecKernel, nextPow2, shiftLerpKernel, wkvKernel, type KernelSource, type MatmulVariant, type MatvecShape,
@@ -53,7 +54,7 @@ class GpuBuf implements Buf, Resource {
   constructor(readonly length: number, readonly buffer: GPUBuffer) {}
 }
 
-/** Rows rowOff .. rowOff + rows of a matrix, in their own buffer (plus per-row scales for int8). */
+/** Rows rowOff .. rowOff + rows of a matrix, in their own buffer (plus per-row scales for int8, block scales for q4/q8_0). */
 interface MatPart extends Resource {
   rows: number;
   rowOff: number;
@@ -67,6 +68,8 @@ class GpuMat implements Mat {
     /** u32 words per packed row. */
     readonly stride: number,
     readonly parts: MatPart[],
+    /** Storage of this matrix (q4/q8_0 keep the LoRA factors 16-bit: ../quant.ts). */
+    readonly dtype: WeightDType,
   ) {}
 }
 
@@ -208,7 +211,8 @@ export class WebGpuBackend implements Backend {
 
   matrix(m: HostMatrix): Mat {
     const { rows, cols } = m;
-    const packed = packMatrix(m, this.weightDType);
+    const dtype = isBlockDType(this.weightDType) ? storageDType(this.weightDType, m.name, m) : this.weightDType;
+    const packed = packMatrix(m, dtype);
     const rowBytes = packed.stride * 4;
     if (rowBytes > this.maxBinding) {
       throw new Error(`webgpu: one row of '${m.name}' (${rowBytes} bytes) exceeds the device's storage binding limit (${this.maxBinding})`);
@@ -220,12 +224,13 @@ export class WebGpuBackend implements Backend {
       const n = Math.min(perPart, rows - rowOff);
       const words = packed.words.subarray(rowOff * packed.stride, (rowOff + n) * packed.stride);
       const part: MatPart = { id: nextId++, buffer: this.upload(words), rows: n, rowOff };
-      if (packed.scales) part.scales = { id: nextId++, buffer: this.upload(packed.scales.subarray(rowOff, rowOff + n)) };
-      this.weightBytes += words.byteLength + (packed.scales ? n * 4 : 0);
+      const ss = packed.scaleStride ?? 1;
+      if (packed.scales) part.scales = { id: nextId++, buffer: this.upload(packed.scales.subarray(rowOff * ss, (rowOff + n) * ss)) };
+      this.weightBytes += words.byteLength + (packed.scales ? n * ss * 4 : 0);
       parts.push(part);
       if (rows === 0) break;
     }
-    return new GpuMat(rows, cols, packed.stride, parts);
+    return new GpuMat(rows, cols, packed.stride, parts, dtype);
   }
 
   free(b: Buf | Mat): void {
@@ -267,12 +272,11 @@ export class WebGpuBackend implements Backend {
     checkRange('matmul x', x as GpuBuf, 0, T * M.cols);
     checkRange('matmul out', out as GpuBuf, 0, T * M.rows);
     if (T === 0 || M.rows === 0) return;
-    const v: MatmulVariant = { dtype: this.weightDType, act, bias: !!opts.bias, accumulate };
+    const v: MatmulVariant = { dtype: M.dtype, act, bias: !!opts.bias, accumulate };
     const gemm = T >= this.tuning.gemmMinT;
     const shape = this.tuning.matvec;
     const tt = T === 1 ? 1 : 4;
-    const per = { f32: 1, f16: 2, bf16: 2, int8: 4 }[v.dtype];
-    const ragged = M.cols % per !== 0;
+    const ragged = M.cols % PACK[v.dtype] !== 0;
     const key = gemm ? `gemm:${v.dtype}:${act}:${v.bias}:${accumulate}` : `matvec:${v.dtype}:${act}:${v.bias}:${accumulate}:${tt}:${ragged}:${shape.lanes}x${shape.rows}`;
     const k = this.kernel(key, () => (gemm ? gemmKernel(v) : matvecKernel(v, tt, ragged, shape)));
     for (const p of M.parts) {

@@ -8,21 +8,28 @@
  * - bf16: same packing as f16 with bf16 bit patterns (widened in the shader by a 16-bit shift).
  * - int8: `stride = ceil(cols / 4)`; word m holds columns 4m..4m+3 in bytes 0..3 (two's complement), and a
  *         separate f32 per row: `W[r][c] ≈ scale[r] * q[r][c]`, `scale[r] = max_c |W[r][c]| / 127`.
+ * - q8_0: ggml Q8_0 blocks (../quant.ts): codes packed as int8 (4 per word), and per row `ceil(cols / 64)` words
+ *         of block scales, two f16 d per word (block 2i low, 2i+1 high): `W[r][c] = q[r][c] * d[r][c / 32]`.
+ * - q4:   ggml Q4_0 blocks: `stride = ceil(cols / 8)`; word m holds columns 8m..8m+7 as 4-bit codes (bits 4e..4e+3:
+ *         column 8m+e), `W[r][c] = (q[r][c] - 8) * d[r][c / 32]`, scales as q8_0.
  */
 import type { HostMatrix, WeightDType } from '../kernels.js';
 import { numberToBf16, numberToF16 } from '../../formats/dtype.js';
 import { hostMatrixReader } from '../host-matrix.js';
+import { blockCode, blockScale, blocksPerRow, matrixBlocks, type BlockDType } from '../quant.js';
 
 /** Values per u32 word for each weight type. */
-export const PACK: Record<WeightDType, number> = { f32: 1, f16: 2, bf16: 2, int8: 4 };
+export const PACK: Record<WeightDType, number> = { f32: 1, f16: 2, bf16: 2, int8: 4, q8_0: 4, q4: 8 };
 
 export interface PackedMatrix {
   /** u32 words per row. */
   stride: number;
   /** rows * stride words (f32 bits for f32). */
   words: Uint32Array;
-  /** int8 only: one scale per row. */
-  scales?: Float32Array;
+  /** int8: one f32 scale per row; q4/q8_0: `scaleStride` words of f16 pairs per row. */
+  scales?: Float32Array | Uint32Array;
+  /** Words of `scales` per row. */
+  scaleStride?: number;
 }
 
 /** Convert and pack a host matrix for `dtype` (16-bit sources of the same type are copied bit for bit). */
@@ -73,5 +80,27 @@ export function packMatrix(m: HostMatrix, dtype: WeightDType): PackedMatrix {
       }
       return { stride, words, scales };
     }
+    case 'q4':
+    case 'q8_0':
+      return packBlocks(m, dtype, stride, words);
   }
+}
+
+function packBlocks(m: HostMatrix, dtype: BlockDType, stride: number, words: Uint32Array): PackedMatrix {
+  const { rows, cols } = m;
+  const blocks = matrixBlocks(m, dtype);
+  const nb = blocksPerRow(cols), scaleStride = Math.ceil(nb / 2);
+  const scales = new Uint32Array(rows * scaleStride);
+  const bits = dtype === 'q4' ? 4 : 8, mask = (1 << bits) - 1, per = 32 / bits;
+  for (let r = 0; r < rows; r++) {
+    for (let b = 0; b < nb; b++) {
+      const bi = r * nb + b;
+      scales[r * scaleStride + (b >> 1)]! |= blockScale(blocks, dtype, bi) << (16 * (b & 1));
+      for (let j = 0; j < 32 && b * 32 + j < cols; j++) {
+        const c = b * 32 + j;
+        words[r * stride + Math.floor(c / per)]! |= (blockCode(blocks, dtype, bi, j) & mask) << (bits * (c % per));
+      }
+    }
+  }
+  return { stride, words, scales, scaleStride };
 }

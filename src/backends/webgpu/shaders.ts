@@ -12,6 +12,7 @@
  *   barriers after them are allowed.
  */
 import type { Activation, WeightDType } from '../kernels.js';
+import { isBlockDType } from '../quant.js';
 
 export type Access = 'r' | 'rw';
 
@@ -280,6 +281,7 @@ function matmulBindings(v: MatmulVariant): [string, Access, string][] {
     ['W', 'r', v.dtype === 'f32' ? 'array<f32>' : 'array<u32>'],
   ];
   if (v.dtype === 'int8') b.push(['scale', 'r', 'array<f32>']); // per row of this part
+  if (isBlockDType(v.dtype)) b.push(['scale', 'r', 'array<u32>']); // f16 pairs of block scales, per row of this part
   if (v.bias) b.push(['bias', 'r', 'array<f32>']); // per row of the whole matrix
   return b;
 }
@@ -302,9 +304,17 @@ function variantKey(v: MatmulVariant): string {
   return `${v.dtype}:${v.act}:${v.bias ? 'b' : ''}:${v.accumulate ? 'acc' : ''}`;
 }
 
-/** One weight W[row][col] (row local to the part) as f32, without the int8 scale. */
+/** WGSL helper of the q4/q8_0 kernels: block (row, col / 32)'s scale d (rows local to the part). */
+const BLOCK_SCALE = `fn bscale(row: u32, col: u32) -> f32 {
+  let d = unpack2x16float(scale[row * ((P.cols + 63u) / 64u) + (col >> 6u)]);
+  return select(d.x, d.y, (col & 32u) != 0u);
+}`;
+
+/** One weight W[row][col] (row local to the part) as f32, without the int8 scale (with the q4/q8_0 block scale). */
 function weightAt(dtype: WeightDType, row: string, col: string): string {
   switch (dtype) {
+    case 'q4': return `(f32((W[${row} * P.stride + (${col} >> 3u)] >> (4u * (${col} & 7u))) & 15u) - 8.0) * bscale(${row}, ${col})`;
+    case 'q8_0': return `${weightAt('int8', row, col)} * bscale(${row}, ${col})`;
     case 'f32': return `W[${row} * P.stride + ${col}]`;
     case 'f16': return `unpack2x16float(W[${row} * P.stride + (${col} >> 1u)] >> (16u * (${col} & 1u))).x`;
     case 'bf16': return `bitcast<f32>((W[${row} * P.stride + (${col} >> 1u)] >> (16u * (${col} & 1u))) << 16u)`;
@@ -320,6 +330,23 @@ function decodeWord(dtype: WeightDType): string {
     case 'bf16': return 'let vals = vec2f(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));';
     case 'int8': return `let wi = bitcast<i32>(word);
       let vals = vec4f(f32((wi << 24u) >> 24u), f32((wi << 16u) >> 24u), f32((wi << 8u) >> 24u), f32(wi >> 24u));`;
+    case 'q8_0': return `${decodeWord('int8')}
+      let valsd = vals * bscale(r, c0);`;
+    case 'q4': return `let d = bscale(r, c0);
+      let va = (vec4f(f32(word & 15u), f32((word >> 4u) & 15u), f32((word >> 8u) & 15u), f32((word >> 12u) & 15u)) - 8.0) * d;
+      let vb = (vec4f(f32((word >> 16u) & 15u), f32((word >> 20u) & 15u), f32((word >> 24u) & 15u), f32(word >> 28u)) - 8.0) * d;`;
+  }
+}
+
+/** The K decoded values of a word (decodeWord's names), in column order. */
+function wordValues(dtype: WeightDType): string[] {
+  const xyzw = ['.x', '.y', '.z', '.w'];
+  switch (dtype) {
+    case 'f32': return ['vals'];
+    case 'f16': case 'bf16': return xyzw.slice(0, 2).map((l) => `vals${l}`);
+    case 'int8': return xyzw.map((l) => `vals${l}`);
+    case 'q8_0': return xyzw.map((l) => `valsd${l}`);
+    case 'q4': return [...xyzw.map((l) => `va${l}`), ...xyzw.map((l) => `vb${l}`)];
   }
 }
 
@@ -340,16 +367,16 @@ export interface MatvecShape {
  */
 export function matvecKernel(v: MatmulVariant, tt: 1 | 4, ragged: boolean, shape: MatvecShape): KernelSource {
   const { rows: ROWS, lanes: LANES } = shape;
-  const K = { f32: 1, f16: 2, bf16: 2, int8: 4 }[v.dtype];
+  const vals = wordValues(v.dtype);
+  const K = vals.length;
   const accT = tt === 1 ? 'f32' : 'vec4f';
-  const lanes = K === 1 ? [''] : ['.x', '.y', '.z', '.w'].slice(0, K);
   // x values of column `col` for the TT tokens of this group
   const xAt = (col: string) => tt === 1
     ? `x[b0 + ${col}]`
     : `vec4f(x[b0 + ${col}], x[b1 + ${col}], x[b2 + ${col}], x[b3 + ${col}])`;
-  const terms = lanes.map((lane, e) => {
+  const terms = vals.map((val, e) => {
     const col = K === 1 ? 'c0' : `c0 + ${e}u`;
-    const t = `acc += vals${lane} * ${xAt(col)};`;
+    const t = `acc += ${val} * ${xAt(col)};`;
     return ragged && e > 0 ? `if (${col} < P.cols) { ${t} }` : t;
   }).join('\n      ');
   const writes = tt === 1
@@ -374,6 +401,7 @@ export function matvecKernel(v: MatmulVariant, tt: 1 | 4, ragged: boolean, shape
     }
     ${tt === 1 ? '' : 'workgroupBarrier(); // part is rewritten by the next token group'}`;
   return kernel(`matvec:${variantKey(v)}:${tt}:${ragged}:${LANES}x${ROWS}`, MM_PARAMS, matmulBindings(v), `
+${isBlockDType(v.dtype) ? BLOCK_SCALE : ''}
 ${LANES === 1 ? '' : `var<workgroup> part: array<${accT}, ${ROWS * LANES}>;`}
 @compute @workgroup_size(${LANES}, ${ROWS}) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     @builtin(local_invocation_id) lid: vec3u, @builtin(local_invocation_index) li: u32) {
@@ -424,6 +452,7 @@ export const GEMM = { BR: 64, BT: 32, BK: 16 } as const;
 export function gemmKernel(v: MatmulVariant): KernelSource {
   const { BR, BT, BK } = GEMM;
   return kernel(`gemm:${variantKey(v)}`, MM_PARAMS, matmulBindings(v), `
+${isBlockDType(v.dtype) ? BLOCK_SCALE : ''}
 var<workgroup> Ws: array<array<f32, ${BR}>, ${BK}>;
 var<workgroup> Xs: array<array<f32, ${BT}>, ${BK}>;
 @compute @workgroup_size(16, 16) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,

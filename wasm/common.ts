@@ -1,0 +1,92 @@
+// Shared helpers of the wasm kernels (wasm/kernels.ts, wasm/blocks.ts): SIMD multiply-add, horizontal sums, the
+// output finish (bias, activation, accumulate), 16-bit float widening and the mat-vec prefetch distance.
+
+@inline export function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return f32x4.relaxed_madd(a, b, c);
+  } else {
+    return f32x4.add(f32x4.mul(a, b), c);
+  }
+}
+
+@inline export function hsum(v: v128): f32 {
+  return (f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1)) + (f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3));
+}
+
+/** a + the 4 f32 lanes of p, in f64 (2 lanes each). */
+@inline export function acc64(a: v128, p: v128): v128 {
+  return f64x2.add(f64x2.add(a, f64x2.promote_low_f32x4(p)), f64x2.promote_low_f32x4(v128.shuffle<f32>(p, p, 2, 3, 0, 1)));
+}
+
+@inline export function lo64(v: v128): v128 {
+  return f64x2.promote_low_f32x4(v);
+}
+@inline export function hi64(v: v128): v128 {
+  return f64x2.promote_low_f32x4(v128.shuffle<f32>(v, v, 2, 3, 0, 1));
+}
+
+@inline export function hsum64(v: v128): f64 {
+  return f64x2.extract_lane(v, 0) + f64x2.extract_lane(v, 1);
+}
+
+@inline export function f4(p: usize): usize {
+  return p << 2;
+}
+
+@inline export function finish64(out: usize, v: f64, bias: usize, r: i32, act: i32, acc: i32): void {
+  if (acc) {
+    store<f32>(out, <f32>(<f64>load<f32>(out) + v));
+    return;
+  }
+  if (bias) v += <f64>load<f32>(bias + f4(<usize>r));
+  if (act == 1) v = Math.tanh(v);
+  else if (act == 2) v = 1.0 / (1.0 + Math.exp(-v));
+  else if (act == 3) v = v > 0 ? v * v : 0;
+  store<f32>(out, <f32>v);
+}
+
+/** Store one output value with bias / activation (act: 0 none, 1 tanh, 2 sigmoid, 3 relu²) or accumulate. */
+@inline export function finish(out: usize, s: f32, bias: usize, r: i32, act: i32, acc: i32): void {
+  if (acc) {
+    store<f32>(out, load<f32>(out) + s);
+    return;
+  }
+  let v: f64 = <f64>s;
+  if (bias) v += <f64>load<f32>(bias + f4(<usize>r));
+  if (act == 1) v = Math.tanh(v);
+  else if (act == 2) v = 1.0 / (1.0 + Math.exp(-v));
+  else if (act == 3) v = v > 0 ? v * v : 0;
+  store<f32>(out, <f32>v);
+}
+
+// bf16 pair-interleaved lanes → f32 (see layout above)
+@inline export function bf16lo(v: v128): v128 {
+  return i32x4.shl(v, 16);
+}
+@inline export function bf16hi(v: v128): v128 {
+  return v128.and(v, i32x4.splat(0xffff0000));
+}
+// f16 pair-interleaved lanes → f32: move exponent+mantissa into f32 position, rescale by `mul`, or the sign back.
+// The host stores f16 matrices multiplied by 2^shift (shift 10 unless a value would overflow, see layout16), so
+// every nonzero weight is a normal f16 and the rescale never multiplies a subnormal f32: on x86 each such multiply
+// takes a microcode assist, and the ~0.2% of trained weights that are f16-subnormal cost ~30% of f16 mat-vec speed.
+/** 2^(112 − shift) in every lane: exact for any f16 stored ×2^shift. */
+@inline export function f16mul(shift: i32): v128 {
+  return f32x4.splat(reinterpret<f32>((239 - shift) << 23));
+}
+@inline export function f16lo(v: v128, mul: v128): v128 {
+  const mag = f32x4.mul(i32x4.shl(v128.and(v, i32x4.splat(0x7fff)), 13), mul);
+  return v128.or(mag, i32x4.shl(v128.and(v, i32x4.splat(0x8000)), 16));
+}
+@inline export function f16hi(v: v128, mul: v128): v128 {
+  const mag = f32x4.mul(v128.and(i32x4.shr_u(v, 3), i32x4.splat(0x0fffe000)), mul);
+  return v128.or(mag, v128.and(v, i32x4.splat(0x80000000)));
+}
+
+/** Prefetch distance in bytes (≤ PREFETCH_PAD in src/backends/wasm/layout.ts); see the mat-vec notes in kernels.ts. */
+export const PF: usize = 2048;
+
+/** `pf` or-ed with the loads PF bytes ahead of wa and wb (software prefetch; the result must reach a global). */
+@inline export function ahead(pf: v128, wa: usize, wb: usize): v128 {
+  return v128.or(pf, v128.or(v128.load(wa + PF), v128.load(wb + PF)));
+}
