@@ -162,14 +162,15 @@ test('pacing: the prefill chunk is the largest that fits the slice budget under 
   const mid = settle(64, 20, 2); // 20 + 2·15 = 50
   assert.equal(mid.chunk, 16);
   for (const r of [wasm, js, mid]) assert.ok(r.sizes.slice(2).every((t) => r.cost(t) <= r.budget), JSON.stringify(r.sizes));
-  // Slower calls than the model predicts (a busy host) shrink the chunk; it never drops below 2.
+  // Calls slower than the model predicts, again and again, shrink the chunk (slowly: one slow call is the host's
+  // doing, not the model's); it never drops below 2.
   const p = new PrefillPacer(64, 50);
   p.observe(1, 99);
   p.observe(1, 5);
   p.observe(8, 8.5);
   assert.equal(p.next(), 16);
   for (let i = 0; i < 10; i++) p.observe(16, 400);
-  assert.equal(p.next(), 2);
+  assert.ok(p.next() >= 2 && p.next() <= 3, String(p.next()));
 });
 
 test('/health answers fast during a long prefill; a client gone mid-prefill stops it within one chunk', async (t) => {

@@ -16,8 +16,9 @@
  * reference backend (~60 ms, nearly all of it the head), a 0.1B model on a slow or busy CPU: one decode step
  * is the shortest slice there is anyway, and prefill chunks of up to 1.5 decode steps still reach a good part
  * of the backend's prefill speed instead of running token by token. The engine's very first call is not
- * measured (cold caches, compilation); c1 follows a faster call at once and a slower one slowly (a pause of the
- * host), and never exceeds what a longer call took.
+ * measured (cold caches, compilation). Both estimates follow a faster call quickly and a slower one slowly: a
+ * slow call is mostly the host running something else (then the event loop was not running either), and
+ * chunks sized for a busy moment would stay small long after it. c1 never exceeds what a longer call took.
  *
  * Measured on the 2-core development host (busy): the bundled L6-D192 model on wasm takes ~5 ms for one
  * token and ~0.5 ms per further token (64-token chunks ≈ 35 ms: the chunk stays at maxChunk); on js ~63 ms
@@ -83,7 +84,7 @@ export class PrefillPacer {
     if (this.c1 === undefined) return;
     this.c1 = Math.min(this.c1, ms);
     const per = Math.max(1e-3, (ms - this.c1) / (tokens - 1));
-    this.b = this.b === undefined ? per : this.b + 0.3 * (per - this.b);
+    this.b = this.b === undefined ? per : this.b + (per < this.b ? 0.5 : 0.1) * (per - this.b);
   }
 
   stats(): PacerStats {
