@@ -3,7 +3,7 @@
  * 25 GB/s (this machine's 2-thread memory read bandwidth) that decode reaches, with the js backend measured in
  * the same session for the ratio. Not a test; takes a few minutes.
  *
- *   npm run bench -- [--synthetic 0.1b] [--prefill 512] [--decode 128] [--runs 3] [--threads 1,2] [--dtypes bf16,int8]
+ *   npm run bench -- [--synthetic 0.1b] [--prefill 512] [--decode 128] [--runs 3] [--threads 1,2] [--dtypes bf16,int8,q4]
  */
 import { availableParallelism } from 'node:os';
 import { runBench, type BenchResult } from '../src/cli/bench.js';
@@ -17,7 +17,7 @@ const decode = Number(opt('decode', '128'));
 const runs = Number(opt('runs', '3'));
 const cores = availableParallelism();
 const threadList = opt('threads', [...new Set([1, cores])].join(',')).split(',').map(Number);
-const dtypes = opt('dtypes', 'f32,bf16,f16,int8').split(',') as WeightDType[];
+const dtypes = opt('dtypes', 'f32,bf16,f16,int8,q8_0,q4').split(',') as WeightDType[];
 const BW = 25e9;
 
 const rows: BenchResult[] = [];
@@ -42,6 +42,12 @@ for (const dtype of dtypes) {
 const best = rows.filter((r) => r.backend === 'wasm' && r.dtype === 'bf16').sort((a, b) => b.decode_tok_s - a.decode_tok_s)[0];
 if (best) {
   console.log(`\nwasm bf16 vs js bf16: decode ×${(best.decode_tok_s / js.decode_tok_s).toFixed(1)}, prefill ×${(best.prefill_tok_s / js.prefill_tok_s).toFixed(1)}`);
+}
+// 4-bit vs 8-bit decode at each thread count (the issue-14 target: q4 ≥ 1.5× int8 with 2 threads)
+for (const threads of threadList) {
+  const at = (d: WeightDType) => rows.find((r) => r.backend === 'wasm' && r.dtype === d && r.threads === threads);
+  const q4 = at('q4'), i8 = at('int8');
+  if (q4 && i8) console.log(`wasm q4 vs int8, ${threads} thread(s): decode ×${(q4.decode_tok_s / i8.decode_tok_s).toFixed(2)}, prefill ×${(q4.prefill_tok_s / i8.prefill_tok_s).toFixed(2)}`);
 }
 
 // The sampler's cost per token at V = 65536 with the default settings, old sort-based vs current (bench/sampler.ts).

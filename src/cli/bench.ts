@@ -40,7 +40,7 @@ const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); cons
 function weightBytes(model: RWKV7, config: ModelConfig, dtype: WeightDType): number {
   const wb = (model.backend as { weightBytes?: number }).weightBytes;
   if (typeof wb === 'number' && wb > 0) return wb;
-  const per = dtype === 'f32' ? 4 : dtype === 'int8' ? 1 + 4 / 64 : 2;
+  const per = { f32: 4, bf16: 2, f16: 2, int8: 1 + 4 / 64, q8_0: 34 / 32, q4: 18 / 32 }[dtype];
   return matrixShapes(config).reduce((s, [r, c]) => s + r * c * per, 0);
 }
 
@@ -123,7 +123,7 @@ export function register(program: Command): void {
     .option('--model <path>', 'model checkpoint (default: the bundled model)')
     .option('--synthetic <size>', 'random weights of a real shape instead of a file: 0.1b, 0.4b or 1.5b')
     .option('--backend <name>', 'auto, js, wasm or webgpu', 'auto')
-    .option('--dtype <type>', 'weight storage: f32, bf16, f16 or int8', 'bf16')
+    .option('--dtype <type>', 'weight storage: f32, bf16, f16, int8, q8_0 or q4', 'bf16')
     .option('--threads <n>', 'CPU threads for the wasm backend (default: all cores)', int('threads'))
     .option('--prefill <n>', 'prompt tokens for the prefill measurement', int('prefill'), 512)
     .option('--decode <n>', 'tokens for the decode measurement', int('decode'), 128)

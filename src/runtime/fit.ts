@@ -29,7 +29,8 @@ export function assertModelFits(config: ModelConfig, backend: Backend, what: str
   const extra = L * (16 * C + 2 * C + config.nHead * config.headSize * config.headSize) + chunk * (24 * C + config.dimFfn + config.vocabSize);
   const need = wasmModelBytes(matrixShapes(config), backend.weightDType, extra);
   if (need > WASM_MAX_BYTES) {
-    const hint = backend.weightDType === 'int8' ? 'use --backend webgpu' : 'try --dtype bf16 or int8, or --backend webgpu';
+    const dt = backend.weightDType;
+    const hint = dt === 'q4' ? 'use --backend webgpu' : dt === 'int8' || dt === 'q8_0' ? 'try --dtype q4, or --backend webgpu' : 'try --dtype bf16, int8 or q4, or --backend webgpu';
     throw new UserError(`${what} with ${backend.weightDType} weights needs ${(need / 2 ** 30).toFixed(2)} GiB of wasm memory; the wasm backend has 4 GiB (${hint})`);
   }
 }
