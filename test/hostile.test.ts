@@ -361,3 +361,136 @@ test('rwkv7 chat: /load of malformed conversations and non-finite states is refu
   for (const re of expect) assert.match(r.stderr, re);
   assert.equal(r.stdout.match(/Assistant:/g)?.length, 2, r.stdout);
 });
+
+// ---- found by the fuzzer (fuzz/run.ts) and the rest of issue 17's safetensors list ----
+
+import { execFileSync } from 'node:child_process';
+import { openCheckpoint, openSafetensors, toFloat32 } from '../src/formats/index.js';
+import { checkTensorSize, MAX_TENSOR_BYTES } from '../src/formats/dtype.js';
+
+/** A safetensors file from a header object and `dataLen` zero bytes of data (extended sparsely to `sparseTo`). */
+function stFile(name: string, header: unknown, dataLen: number, sparseTo?: number): string {
+  const json = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  const p = path.join(tmp, name);
+  fs.writeFileSync(p, Buffer.concat([len, json, Buffer.alloc(dataLen)]));
+  if (sparseTo !== undefined) fs.truncateSync(p, 8 + json.length + sparseTo);
+  return p;
+}
+
+test('safetensors: a header entry that is not an object, or has garbled keys, says what is wrong with that entry', () => {
+  const ok = { dtype: 'F32', shape: [2], data_offsets: [0, 8] };
+  const cases: Array<[unknown, RegExp]> = [
+    [[], /tensor lm_head\.weight: header entry is an array, expected an object \{"dtype", "shape", "data_offsets"\}/],
+    [null, /tensor lm_head\.weight: header entry is null, expected an object/],
+    [7, /tensor lm_head\.weight: header entry is a number, expected an object/],
+    [{ dtyqe: 'F32', shape: [2], data_offsets: [0, 8] }, /tensor lm_head\.weight: header entry has no "dtype" field \(it has "dtyqe", "shape", "data_offsets"; expected/],
+    [{ dtype: 'F32', sha\u0070e2: [2], data_offsets: [0, 8] }, /header entry has no "shape" field/],
+    [{ dtype: 'F32', shape: [2] }, /header entry has no "data_offsets" field \(it has "dtype", "shape"/],
+    [{ ...ok, dtype: 5 }, /unsupported dtype a number \(expected one of F64/],
+    [{ ...ok, dtype: '__proto__' }, /unsupported dtype "__proto__"/],
+    [{ ...ok, shape: 'x' }, /invalid shape: shape is a string, expected an array of non-negative integers/],
+    [{ ...ok, shape: [2, null] }, /invalid shape: shape\[1\] is null, expected a non-negative integer/],
+    [{ ...ok, shape: [1.5] }, /invalid shape: shape\[0\] is 1\.5/],
+    [{ ...ok, data_offsets: { 0: 0, 1: 8 } }, /invalid data_offsets: data_offsets is an object, expected \[begin, end\]/],
+    [{ ...ok, data_offsets: [0, '8'] }, /invalid data_offsets: data_offsets is \[0,"8"\]/],
+  ];
+  cases.forEach(([entry, re], i) => {
+    const p = stFile(`entry-${i}.safetensors`, { 'lm_head.weight': entry }, 8);
+    assert.throws(() => openSafetensors(p), isFormatError(re), `case ${i}`);
+  });
+});
+
+test('safetensors: a zero-length tensor placed between two overlapping entries does not hide the overlap', () => {
+  const header = {
+    a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
+    z: { dtype: 'F32', shape: [0], data_offsets: [8, 8] },
+    b: { dtype: 'F32', shape: [4], data_offsets: [4, 20] },
+  };
+  assert.throws(() => openSafetensors(stFile('zero-between.safetensors', header, 20)), isFormatError(/tensors a \[0, 16\) and b \[4, 20\) overlap/));
+  // a long tensor overlapping one that is not its neighbour once sorted
+  const far = {
+    a: { dtype: 'F32', shape: [8], data_offsets: [0, 32] },
+    b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] },
+    c: { dtype: 'F32', shape: [1], data_offsets: [12, 16] },
+  };
+  assert.throws(() => openSafetensors(stFile('far.safetensors', far, 32)), isFormatError(/tensors a \[0, 32\) and b \[4, 8\) overlap/));
+  // zero-length tensors anywhere, even at the same offset as others, are fine
+  const fine = {
+    a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+    e1: { dtype: 'F32', shape: [0], data_offsets: [4, 4] },
+    e2: { dtype: 'BF16', shape: [0, 3], data_offsets: [8, 8] },
+    b: { dtype: 'F32', shape: [2], data_offsets: [8, 16] },
+  };
+  assert.equal(openSafetensors(stFile('fine.safetensors', fine, 16)).tensors.size, 4);
+});
+
+test('safetensors: a 5 GiB or 2.5 GiB BF16 tensor (in a sparse file) is refused by name and size before anything is allocated', () => {
+  const rss0 = process.memoryUsage().rss;
+  for (const [gib, rows] of [[5, 335_544_320], [2.5, 167_772_160]] as const) {
+    // The tiny model's tensors would not matter: the size check comes first, from the header alone.
+    const bytes = rows * 8 * 2;
+    const p = stFile(`huge-${gib}.safetensors`, { 'lm_head.weight': { dtype: 'BF16', shape: [rows, 8], data_offsets: [0, bytes] } }, 0, bytes);
+    assert.equal(fs.statSync(p).size > bytes, true);
+    const t0 = performance.now();
+    assert.throws(() => openCheckpoint(p), isFormatError(new RegExp(`tensor lm_head\\.weight \\[${rows}, 8\\] BF16 has ${rows * 8} elements \\(${gib.toPrecision(3)} GiB in the file, ${(gib * 2).toPrecision(3)} GiB as f32\\): too large for this runtime`)));
+    assert.ok(performance.now() - t0 < 1000);
+  }
+  // just over the bound (2^29 elements) is refused; just under it is accepted by the reader
+  const over = 2 ** 26 + 1;
+  const pOver = stFile('over.safetensors', { w: { dtype: 'BF16', shape: [over, 8], data_offsets: [0, over * 16] } }, 0, over * 16);
+  assert.throws(() => openSafetensors(pOver), isFormatError(/tensor w \[67108865, 8\] BF16 has 536870920 elements/));
+  const under = 2 ** 26 - 1;
+  const pUnder = stFile('under.safetensors', { w: { dtype: 'BF16', shape: [under, 8], data_offsets: [0, under * 16] } }, 0, under * 16);
+  assert.deepEqual(openSafetensors(pUnder).tensors.get('w')!.shape, [under, 8]);
+  assert.ok(process.memoryUsage().rss - rss0 < 200 * 2 ** 20);
+  for (const f of [pOver, pUnder]) fs.rmSync(f);
+});
+
+test('tensor size bound: shapes whose bytes or f32 form reach 2 GiB are refused, exactly, also past 2^53', () => {
+  assert.equal(MAX_TENSOR_BYTES, 2 ** 31);
+  assert.equal(checkTensorSize('f', 't', [2 ** 29 - 1], 'BF16', 2), 2 ** 29 - 1);
+  assert.throws(() => checkTensorSize('f', 't', [2 ** 29], 'BF16', 2), isFormatError(/f: tensor t \[536870912\] BF16 has 536870912 elements \(1\.00 GiB in the file, 2\.00 GiB as f32\)/));
+  assert.throws(() => checkTensorSize('f', 't', [2 ** 28], 'F64', 8), isFormatError(/F64 has 268435456 elements \(2\.00 GiB in the file/));
+  assert.equal(checkTensorSize('f', 't', [2 ** 28 - 1], 'I64', 8), 2 ** 28 - 1);
+  // a product beyond 2^53 is not rounded into something that looks fine
+  assert.throws(() => checkTensorSize('f', 't', [2 ** 40, 2 ** 40, 0 + 1], 'F32', 4), isFormatError(/has 1208925819614629174706176 elements/));
+  assert.equal(checkTensorSize('f', 't', [0, 2 ** 52, 2 ** 52], 'F32', 4), 0);
+  // toFloat32 checks before reading (read() would allocate 8 GiB)
+  const ref: TensorRef = { name: 'emb.weight', dtype: 'F32', shape: [2 ** 28, 8], read: () => { throw new Error('read() was called'); } };
+  assert.throws(() => toFloat32(ref), isFormatError(/tensor emb\.weight \[268435456, 8\] F32 has 2147483648 elements/));
+});
+
+test('a FIFO (or another special file) named model.safetensors, config.json or a shard is refused at once, never read', () => {
+  const mk = (dir: string, files: Record<string, 'fifo' | Buffer>): string => {
+    const d = path.join(tmp, dir);
+    fs.mkdirSync(d, { recursive: true });
+    for (const [name, what] of Object.entries(files)) {
+      if (what === 'fifo') execFileSync('mkfifo', [path.join(d, name)]);
+      else fs.writeFileSync(path.join(d, name), what);
+    }
+    return d;
+  };
+  const t0 = performance.now();
+  const st = Buffer.from(fs.readFileSync(stFile('plain.safetensors', { w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, 8)));
+  const a = mk('fifo-model', { 'model.safetensors': 'fifo', 'config.json': Buffer.from('{}') });
+  assert.throws(() => openCheckpoint(a), isFormatError(/model\.safetensors: not a regular file/));
+  const b = mk('fifo-config', { 'config.json': 'fifo', 'model.safetensors': st });
+  assert.throws(() => openCheckpoint(b), isFormatError(/config\.json: not a regular file/));
+  const c = mk('fifo-shard', {
+    'model.safetensors.index.json': Buffer.from(JSON.stringify({ weight_map: { w: 'model-00001-of-00001.safetensors' } })),
+    'model-00001-of-00001.safetensors': 'fifo',
+  });
+  assert.throws(() => openCheckpoint(c), isFormatError(/model-00001-of-00001\.safetensors: not a regular file/));
+  const d = mk('fifo-index', { 'model.safetensors.index.json': 'fifo', 'model.safetensors': st });
+  assert.throws(() => openCheckpoint(d), isFormatError(/model\.safetensors\.index\.json: not a regular file/));
+  // a FIFO given directly as the checkpoint (or a vocabulary, a state file)
+  const e = path.join(mk('fifo-file', { 'model.safetensors': 'fifo' }), 'model.safetensors');
+  assert.throws(() => openCheckpoint(e), (err: unknown) => err instanceof UserError && /not a regular file/.test(err.message));
+  // a symlink to a device is not a regular file either
+  const f = path.join(tmp, 'fifo-file', 'zero.safetensors');
+  fs.symlinkSync('/dev/zero', f);
+  assert.throws(() => openCheckpoint(f), (err: unknown) => err instanceof UserError && /not a regular file/.test(err.message));
+  assert.ok(performance.now() - t0 < 5000);
+});

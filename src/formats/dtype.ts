@@ -65,8 +65,38 @@ export function bytesToFloat32(dtype: DType, bytes: Uint8Array): Float32Array {
   }
 }
 
-/** Reads a tensor and decodes it to f32. */
+/**
+ * The largest tensor this runtime loads. A tensor is accepted when its stored bytes and its f32 form (what toFloat32
+ * and the js backend hold) are each under 2 GiB: fewer than 2^29 elements for 8-, 16- and 32-bit types, 2^28 for
+ * 64-bit ones. Beyond that, single reads and typed arrays fail here (`Invalid typed array length`, a negative read
+ * length), and no RWKV-7 release comes near it: the largest tensor of a 14B model, its 65536 x 5120 embedding, is
+ * 2^28.3 elements (1.25 GiB as f32). Readers check this from the header, by tensor name, before allocating anything.
+ */
+export const MAX_TENSOR_BYTES = 2 ** 31;
+
+/** Elements of a shape, exactly (a BigInt product: a lying header can claim more than 2^53). */
+export function shapeElements(shape: readonly number[]): bigint {
+  let n = 1n;
+  for (const d of shape) n *= BigInt(d);
+  return n;
+}
+
+/**
+ * Throws a FormatError naming the file and tensor if a tensor of `numel` elements of `bytesPerElement` bytes (in the
+ * file) is larger than MAX_TENSOR_BYTES allows; returns `numel` as a number otherwise.
+ */
+export function checkTensorSize(file: string, tensor: string, shape: readonly number[], dtype: string, bytesPerElement: number, numel: bigint = shapeElements(shape)): number {
+  const widest = BigInt(Math.max(4, Math.ceil(bytesPerElement)));
+  if (numel * widest >= BigInt(MAX_TENSOR_BYTES)) {
+    const gib = (x: bigint): string => (Number(x) / 2 ** 30).toPrecision(3);
+    throw new FormatError(`${file}: tensor ${tensor} [${shape.join(', ')}] ${dtype} has ${numel} elements (${gib(numel * BigInt(Math.ceil(bytesPerElement)))} GiB in the file, ${gib(numel * 4n)} GiB as f32): too large for this runtime (a tensor's bytes and its f32 form must each be under 2 GiB)`);
+  }
+  return Number(numel);
+}
+
+/** Reads a tensor and decodes it to f32 (refusing, before reading, a tensor too large to hold: see MAX_TENSOR_BYTES). */
 export function toFloat32(ref: TensorRef): Float32Array {
+  checkTensorSize('tensor data', ref.name, ref.shape, ref.dtype, DTYPE_BYTES[ref.dtype] ?? 8);
   return bytesToFloat32(ref.dtype, ref.read());
 }
 

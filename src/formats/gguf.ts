@@ -21,6 +21,7 @@
  */
 import { FormatError } from '../errors.js';
 import { readExact, type ByteSource } from './source.js';
+import { checkTensorSize } from './dtype.js';
 import { SUPPORTED_TYPES, ggmlTypeName, ggmlBytes, type GgmlTypeInfo } from './gguf-quant.js';
 import { rwkv7ToCanonical, type GgufTensorRef, type Rwkv7Shape } from './gguf-rwkv7.js';
 import type { RawTensorFile } from './raw.js';
@@ -244,6 +245,8 @@ export function parseGguf(src: ByteSource): GgufFile {
     if (!type) {
       throw new FormatError(`${name}: tensor ${tname} has ggml type ${ggmlTypeName(typeId)}, which this runtime does not read (supported: ${[...SUPPORTED_TYPES.values()].map((t) => t.name).join(', ')})`);
     }
+    // The runtime's tensor size bound (see MAX_TENSOR_BYTES), before anything is read or dequantized.
+    checkTensorSize(name, tname, [...ne].reverse(), type.name, type.typeSize / type.blockSize);
     if (ne[0]! % type.blockSize) {
       throw new FormatError(`${name}: tensor ${tname} is ${type.name} with rows of ${ne[0]} values, not a multiple of its block size ${type.blockSize}`);
     }

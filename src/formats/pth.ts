@@ -13,6 +13,7 @@ import { FormatError } from '../errors.js';
 import { DTYPE_BYTES, type DType, type TensorRef } from './types.js';
 import { PyCallable, PyDict, PyObject, PyTuple, unpickle, type PyValue } from './pickle.js';
 import { ZipReader, type ZipEntry } from './zip.js';
+import { checkTensorSize } from './dtype.js';
 import type { ByteSource } from './source.js';
 import { platform } from '../platform/index.js';
 import type { RawTensorFile } from './raw.js';
@@ -199,7 +200,6 @@ function makeTensorRef(path: string, zip: ZipReader, name: string, spec: TensorS
   const es = DTYPE_BYTES[storage.dtype];
   let numel = 1;
   for (const d of size) numel *= d;
-  if (!Number.isSafeInteger(numel)) throw new FormatError(`${path}: tensor ${name} has an absurd shape [${size}]`);
   // Highest storage element the view touches; it must lie inside the storage.
   let maxIndex = offset;
   for (let i = 0; i < size.length; i++) if (size[i]! > 0) maxIndex += (size[i]! - 1) * stride[i]!;
@@ -209,6 +209,9 @@ function makeTensorRef(path: string, zip: ZipReader, name: string, spec: TensorS
   if (numel > storage.numel) {
     throw new FormatError(`${path}: tensor ${name} [${size}] has more elements than its storage (${storage.numel}); expanded/overlapping views are not supported`);
   }
+  // Exact element count (the product above may be rounded), refused by name and size before anything is read when
+  // the runtime could not hold it.
+  numel = checkTensorSize(path, name, size, storage.dtype, es);
   // Row-major contiguity (dims of size 1 may have any stride).
   let contiguous = true;
   let expect = 1;

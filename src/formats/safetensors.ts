@@ -12,12 +12,21 @@
  */
 import { FormatError } from '../errors.js';
 import { DTYPE_BYTES, type DType, type TensorRef } from './types.js';
+import { checkTensorSize } from './dtype.js';
 import { readExact, type ByteSink, type ByteSource } from './source.js';
 import type { RawTensorFile } from './raw.js';
 import { platform } from '../platform/index.js';
 
 /** Same bound as the reference implementation: a larger header is an attack or corruption. */
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+
+/** JSON type of a header value, for messages: "an array", "null", "a number", ... */
+function jsonType(v: unknown): string {
+  if (v === undefined) return 'missing';
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'object' ? 'an object' : `a ${typeof v}`;
+}
 
 function isDType(s: unknown): s is DType {
   return typeof s === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, s);
@@ -81,17 +90,32 @@ function readSafetensors(src: ByteSource): RawTensorFile {
       continue;
     }
     const bad = (what: string): never => { throw new FormatError(`${path}: tensor ${name}: ${what}`); };
-    if (raw === null || typeof raw !== 'object') bad('header entry is not an object');
-    const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
-    if (!isDType(dtype)) bad(`unsupported dtype ${JSON.stringify(dtype)} (expected one of ${Object.keys(DTYPE_BYTES).join(', ')})`);
-    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) bad(`invalid shape ${JSON.stringify(shape)}`);
-    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
-      bad(`invalid data_offsets ${JSON.stringify(offsets)}`);
+    // Every field checked by name, saying what it is and what was expected (a garbled header must not end in
+    // "unsupported dtype undefined").
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+      bad(`header entry is ${jsonType(raw)}, expected an object {"dtype", "shape", "data_offsets"}`);
+    }
+    const entry = raw as Record<string, unknown>;
+    const field = (key: string): unknown => {
+      if (!Object.hasOwn(entry, key)) {
+        const keys = Object.keys(entry).slice(0, 6).map((k) => JSON.stringify(k.length > 40 ? `${k.slice(0, 40)}...` : k));
+        bad(`header entry has no "${key}" field (it has ${keys.length ? keys.join(', ') : 'no fields'}; expected "dtype", "shape", "data_offsets")`);
+      }
+      return entry[key];
+    };
+    const dtype = field('dtype'), shape = field('shape'), offsets = field('data_offsets');
+    if (!isDType(dtype)) bad(`unsupported dtype ${typeof dtype === 'string' ? JSON.stringify(dtype.slice(0, 40)) : jsonType(dtype)} (expected one of ${Object.keys(DTYPE_BYTES).join(', ')})`);
+    if (!Array.isArray(shape)) bad(`invalid shape: shape is ${jsonType(shape)}, expected an array of non-negative integers`);
+    const badDim = (shape as unknown[]).findIndex((d) => !(typeof d === 'number' && Number.isSafeInteger(d) && d >= 0));
+    if (badDim >= 0) bad(`invalid shape: shape[${badDim}] is ${JSON.stringify((shape as unknown[])[badDim]) ?? jsonType((shape as unknown[])[badDim])}, expected a non-negative integer`);
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => typeof o === 'number' && Number.isSafeInteger(o) && o >= 0)) {
+      bad(`invalid data_offsets: data_offsets is ${Array.isArray(offsets) ? JSON.stringify(offsets).slice(0, 80) : jsonType(offsets)}, expected [begin, end] (two non-negative integers)`);
     }
     const [begin, end] = offsets as [number, number];
     if (begin > end || end > dataSize) bad(`data_offsets [${begin}, ${end}] outside the data section (${dataSize} bytes)`);
-    const numel = (shape as number[]).reduce((a, b) => a * b, 1);
-    const bytes = numel * DTYPE_BYTES[dtype as DType];
+    const es = DTYPE_BYTES[dtype as DType];
+    const numel = checkTensorSize(path, name, shape as number[], dtype as string, es);
+    const bytes = numel * es;
     if (bytes !== end - begin) bad(`shape [${shape}] x ${dtype} needs ${bytes} bytes but data_offsets span ${end - begin}`);
     spans.push({ name, begin, end });
     const at = dataStart + begin;
@@ -103,13 +127,15 @@ function readSafetensors(src: ByteSource): RawTensorFile {
       },
     });
   }
-  // Tensors may not share bytes.
-  spans.sort((a, b) => a.begin - b.begin || a.end - b.end);
-  for (let i = 1; i < spans.length; i++) {
-    const prev = spans[i - 1]!, cur = spans[i]!;
-    if (cur.begin < prev.end && cur.end > cur.begin) {
-      throw new FormatError(`${path}: tensors ${prev.name} [${prev.begin}, ${prev.end}) and ${cur.name} [${cur.begin}, ${cur.end}) overlap`);
+  // Tensors may not share bytes. Empty tensors hold none (and must not hide an overlap between their neighbours):
+  // each tensor is compared with the furthest-reaching one before it.
+  const filled = spans.filter((s) => s.end > s.begin).sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let reach: { name: string; begin: number; end: number } | undefined;
+  for (const cur of filled) {
+    if (reach && cur.begin < reach.end) {
+      throw new FormatError(`${path}: tensors ${reach.name} [${reach.begin}, ${reach.end}) and ${cur.name} [${cur.begin}, ${cur.end}) overlap`);
     }
+    if (!reach || cur.end > reach.end) reach = cur;
   }
   return {
     path, tensors, metadata,
