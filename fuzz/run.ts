@@ -2,7 +2,7 @@
  * `npm run fuzz`: seeded, structure-aware fuzzing of every loader (issue 17).
  *
  *   npm run fuzz -- [--cases N] [--kind K[,K...]] [--seed S] [--jobs J] [--timeout-ms T] [--rss-mb M]
- *                   [--save DIR | --no-save] [--replay [DIR]] [--json] [--show] [--quiet]
+ *                   [--save DIR | --no-save] [--replay [DIR]] [--json] [--show] [--quiet] [--max-seconds S]
  *
  * N cases (split evenly over the kinds: pth, safetensors, folder, gguf, vocab, state, chat) are generated from the
  * seed and run by J worker processes (fuzz/worker.ts), each handling many cases and restarted when it dies. Each
@@ -11,7 +11,8 @@
  * killed, or seen in the case's peak). Every non-clean case is saved, one per kind and top stack frame (or mutation,
  * for hangs/spikes/crashes), under fuzz/regressions/<kind>/ when its files are small. `--replay` runs the saved cases
  * instead. Prints a table of counts per kind and outcome with the largest peak RSS of a case; `--json` prints the
- * summary as JSON too; `--show` prints every case. Exit status 1 if any case was not accepted/clean.
+ * summary as JSON too; `--show` prints every case. `--max-seconds` (or Ctrl-C) stops starting new cases and reports
+ * those done (the kinds are interleaved, so a cut run is spread evenly over them). Exit status 1 if any case was not accepted/clean.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -28,7 +29,7 @@ const MAX_SAVED_BYTES = 96 * 1024;
 
 interface Options {
   cases: number; kinds: Kind[]; seed: number; jobs: number; timeoutMs: number; rssMb: number;
-  save?: string; replay?: string; json: boolean; quiet: boolean; show: boolean;
+  save?: string; replay?: string; json: boolean; quiet: boolean; show: boolean; maxSeconds?: number;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -50,6 +51,7 @@ function parseArgs(argv: string[]): Options {
       case '--json': o.json = true; break;
       case '--quiet': o.quiet = true; break;
       case '--show': o.show = true; break;
+      case '--max-seconds': o.maxSeconds = num(); break;
       case '--help': case '-h': console.log(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]); process.exit(0);
       // falls through
       default: throw new Error(`unknown option ${a}`);
@@ -237,8 +239,11 @@ async function main(): Promise<void> {
     }
   };
   let lastReport = Date.now();
+  let stopping = false;
+  process.once('SIGINT', () => { stopping = true; console.error('(stopping: finishing the cases in progress)'); });
+  const more = (): boolean => !stopping && nextJob < jobs.length && !(o.maxSeconds !== undefined && Date.now() - t0 > o.maxSeconds * 1000);
   await Promise.all(workers.map(async (w) => {
-    while (nextJob < jobs.length) {
+    while (more()) {
       const job = jobs[nextJob++]!;
       onResult(await w.run(job, o.seed));
       if (!o.quiet && Date.now() - lastReport > 15_000) {
@@ -260,7 +265,7 @@ async function main(): Promise<void> {
   const all = [head, ...rows, total];
   const widths = head.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  console.log(`${o.replay ? `replayed ${jobs.length} saved cases` : `${done} cases, seed ${o.seed}`}, ${o.jobs} job(s), ${seconds.toFixed(1)} s`);
+  console.log(`${o.replay ? `replayed ${jobs.length} saved cases` : `${done} cases${done < jobs.length ? ` (of ${jobs.length}: stopped early)` : ''}, seed ${o.seed}`}, ${o.jobs} job(s), ${seconds.toFixed(1)} s`);
   console.log(line(head));
   for (const r of rows) console.log(line(r));
   console.log(line(total));

@@ -190,6 +190,7 @@ async function handle(req: Request): Promise<void> {
 }
 
 if (process.send) {
+  process.on('disconnect', () => process.exit(0)); // the runner is gone
   let chain = Promise.resolve();
   process.on('message', (req: Request) => { chain = chain.then(() => handle(req)); });
   process.send({ id: -1, phase: 'done', outcome: 'accepted', rssKb: hwmKb(), ms: 0 } satisfies Reply); // ready
