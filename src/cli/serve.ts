@@ -8,6 +8,7 @@ import { addModelOptions, loadModelFromFlags, parseInteger, parseNumber, type Mo
 import { createServer } from '../server/index.js';
 import { NET_DEFAULTS } from '../server/hardening.js';
 import { UserError } from '../errors.js';
+import { loadInitialState } from '../model/state-file.js';
 
 interface ServeFlags extends ModelFlags {
   host: string;
@@ -28,6 +29,7 @@ interface ServeFlags extends ModelFlags {
   maxConnections: number;
   maxConnectionsPerIp: number;
   prefillSliceMs: number;
+  state?: string[];
 }
 
 /** Registers `rwkv7 serve`. */
@@ -53,6 +55,7 @@ export function register(program: Command): void {
     .option('--max-connections <n>', 'open connections in all; more get HTTP 503 and are closed (0 = no cap)', parseInteger('--max-connections', 0), NET_DEFAULTS.maxConnections)
     .option('--max-connections-per-ip <n>', 'open connections from one address (0 = no cap; behind a reverse proxy all clients share its address)', parseInteger('--max-connections-per-ip', 0), NET_DEFAULTS.maxConnectionsPerIp)
     .option('--prefill-slice-ms <ms>', 'target length of one uninterrupted model call while prefilling a prompt (the server answers other requests in between)', parseNumber('--prefill-slice-ms', 1, 10_000), 50)
+    .option('--state <file>', 'an initial state a request can select with "state": "<file name without extension>" (our state files or official state-tuned .pth); repeatable', (v: string, prev?: string[]) => [...(prev ?? []), v])
     .option('-q, --quiet', 'do not log requests')
     .action(async (f: ServeFlags) => {
       if (f.port > 65535) throw new UserError('--port must be ≤ 65535');
@@ -60,6 +63,7 @@ export function register(program: Command): void {
       const apiKey = f.apiKey ?? (process.env.RWKV7_API_KEY || undefined);
       const loaded = await loadModelFromFlags(f);
       const log = f.quiet ? undefined : (line: string) => process.stderr.write(`rwkv7 serve: ${line}\n`);
+      const states = (f.state ?? []).map((file) => loadInitialState(file, loaded.config));
       const app = createServer(loaded, {
         apiKey,
         maxConcurrency: f.maxConcurrency,
@@ -76,6 +80,7 @@ export function register(program: Command): void {
         maxConnections: f.maxConnections,
         maxConnectionsPerIp: f.maxConnectionsPerIp,
         prefillSliceMs: f.prefillSliceMs,
+        states,
         log,
       });
       let address: string;
@@ -87,7 +92,8 @@ export function register(program: Command): void {
       }
       process.stderr.write(
         `rwkv7 serve: model ${app.rwkv.modelName} (${loaded.model.backend.name}, ${loaded.model.backend.weightDType}) on ${address}/v1` +
-        `${apiKey ? ' (API key required)' : ''}; concurrency ${f.maxConcurrency}, queue ${f.maxQueue}, state cache ${f.stateCacheMb} MiB\n`,
+        `${apiKey ? ' (API key required)' : ''}; concurrency ${f.maxConcurrency}, queue ${f.maxQueue}, state cache ${f.stateCacheMb} MiB` +
+        `${states.length ? `; states: ${states.map((st) => st.name).join(', ')}` : ''}; chat page at ${address}/\n`,
       );
 
       let stopping = false;

@@ -25,6 +25,8 @@ import type { WorldTokenizer } from '../tokenizer/index.js';
 import type { SamplingOptions } from '../runtime/sampler.js';
 import { generate, type FinishReason } from '../runtime/generate.js';
 import { StateCache } from '../runtime/state-cache.js';
+import type { TokenConstraint } from '../runtime/constraint/index.js';
+import type { InitialState } from '../model/state-file.js';
 import { FifoLock, SlotQueue } from './scheduler.js';
 import { PrefillPacer, yieldToEventLoop, type PacerStats } from './pacing.js';
 
@@ -48,6 +50,12 @@ export interface RunRequest {
   /** Called once, after the prompt is processed and before the first token is sampled. */
   onStart?: (info: PrefillInfo) => void;
   onText?: (chunk: string) => void;
+  /** Each generated token with the raw logits it was sampled from (for logprobs). */
+  onToken?: (id: number, logits: Float32Array) => void;
+  /** Constrained decoding (response_format): one per request. */
+  constraint?: TokenConstraint;
+  /** Start from this state instead of the zero state (`--state`); its fingerprint keys the prompt cache. */
+  initial?: Pick<InitialState, 'host' | 'fingerprint'>;
 }
 
 export interface PrefillInfo {
@@ -143,7 +151,13 @@ export class Engine {
       const { tokens, signal } = req;
       const n = tokens.length;
       // Steps 2 + 3: a private copy of the longest cached prefix, then the rest of the prompt.
-      const hit = await this.lock.run(() => this.cache.lookup(tokens, () => this.model.newState()));
+      const origin = req.initial?.fingerprint ?? '';
+      const fresh = (): State => {
+        const s = this.model.newState();
+        if (req.initial) s.fromHost(req.initial.host);
+        return s;
+      };
+      const hit = await this.lock.run(() => this.cache.lookup(tokens, fresh, origin));
       state = hit.state;
       const st = state;
       const info: PrefillInfo = { promptTokens: n, cachedTokens: hit.length, prefillTokens: n - hit.length, queueMs };
@@ -170,7 +184,7 @@ export class Engine {
       }
       // Step 4: the state at the end of the prompt, before generation changes it.
       const promptLogits = logits;
-      if (this.cache.enabled) await this.lock.run(() => this.cache.insert(tokens, st, promptLogits));
+      if (this.cache.enabled) await this.lock.run(() => this.cache.insert(tokens, st, promptLogits, origin));
 
       // Step 5.
       req.onStart?.(info);
@@ -180,6 +194,8 @@ export class Engine {
         stop: req.stop,
         signal,
         onText: req.onText,
+        onToken: req.onToken,
+        constraint: req.constraint,
         lastLogits: logits,
       });
       this.totals.completionTokens += r.completionTokens;
@@ -187,7 +203,7 @@ export class Engine {
 
       // Step 6: the state now holds prompt + every token in r.tokens.
       if (this.opts.cacheCompletions && this.cache.enabled && r.finishReason !== 'abort' && r.tokens.length > 0) {
-        await this.lock.run(() => this.cache.insert(tokens.concat(r.tokens), st, r.lastLogits));
+        await this.lock.run(() => this.cache.insert(tokens.concat(r.tokens), st, r.lastLogits, origin));
       }
       return {
         ...info,

@@ -27,10 +27,14 @@ import { UserError } from '../errors.js';
 import { VERSION } from '../version.js';
 import { ApiError, errors, invalid } from './errors.js';
 import { parseRequest, type Endpoint, type GenRequest } from './validate.js';
-import { Engine, type PrefillInfo, type RunResult } from './engine.js';
+import { Engine, type PrefillInfo, type RunRequest, type RunResult } from './engine.js';
 import { AbortedError, QueueFullError } from './scheduler.js';
 import { SseWriter } from './sse.js';
 import { registerWeb, isWebPath } from './web.js';
+import { LogprobTrack, chatLogprobs, completionLogprobs } from './logprobs.js';
+import { constraintFromResponseFormat, type TokenConstraint } from '../runtime/constraint/index.js';
+import type { TokenLogprob } from '../runtime/logprobs.js';
+import type { InitialState } from '../model/state-file.js';
 import { fastifyOptions, installJsonParser, limitConnections, netLimits, notFoundHandler, safeMessage, type NetLimits } from './hardening.js';
 
 export interface ServerOptions extends Partial<NetLimits> {
@@ -38,6 +42,8 @@ export interface ServerOptions extends Partial<NetLimits> {
   tokenizer?: WorldTokenizer;
   /** Serve the chat page at `/` (with the browser bundle at /lib/ and the model at /model); default true. */
   web?: boolean;
+  /** Initial states a request may select by name (`"state": "<name>"`; `rwkv7 serve --state FILE`). */
+  states?: readonly InitialState[];
   /** Require `Authorization: Bearer <apiKey>` on /v1/* when set. */
   apiKey?: string;
   /** Requests generating at the same time, interleaved token by token (default 4). */
@@ -126,6 +132,11 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
     cacheCompletions: o.cacheCompletions ?? true,
     sliceMs: o.prefillSliceMs,
   });
+  const states = new Map<string, InitialState>();
+  for (const st of o.states ?? []) {
+    if (states.has(st.name)) throw new UserError(`two initial states are named '${st.name}' (${states.get(st.name)!.path} and ${st.path}); rename one file`);
+    states.set(st.name, st);
+  }
   const keyHash = o.apiKey ? sha256(o.apiKey) : undefined;
   /** Abort controllers of the requests in progress (aborted when a shutdown's grace period runs out). */
   const inflight = new Set<AbortController>();
@@ -163,11 +174,19 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
     status: draining ? 'draining' : 'ok',
     model: modelName,
     backend: model.backend.name,
+    weight_dtype: model.backend.weightDType,
+    threads: (model.backend as { threads?: number }).threads ?? 1,
+    states: [...states.keys()],
     ...engine.stats(),
     cache: engine.cache.stats(),
     connections: connections(),
   }));
   app.get('/v1/models', async () => ({ object: 'list', data: [modelCard()] }));
+  // Extension: the initial states a request can pick with "state" (llama-server has no such thing; ai00 has).
+  app.get('/v1/states', async () => ({
+    object: 'list',
+    data: [...states.values()].map((st) => ({ id: st.name, object: 'state', kind: st.kind, fingerprint: st.fingerprint })),
+  }));
   app.get<{ Params: { id: string } }>('/v1/models/:id', async (req) => {
     if (req.params.id !== modelName) {
       throw new ApiError(404, `The model '${req.params.id.slice(0, 200)}' does not exist (this server has '${modelName}').`, 'invalid_request_error', 'model', 'model_not_found');
@@ -184,6 +203,18 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
       validateSampling(req.sampling);
     } catch (e) {
       throw invalid((e as Error).message);
+    }
+    let constraint: TokenConstraint | undefined;
+    try {
+      constraint = constraintFromResponseFormat(req.responseFormat, tokenizer);
+    } catch (e) {
+      if (!(e instanceof UserError)) throw e;
+      throw invalid(safeMessage(e.message), 'response_format', 'invalid_value');
+    }
+    const initial = req.state === undefined ? undefined : states.get(req.state);
+    if (req.state !== undefined && !initial) {
+      const known = [...states.keys()];
+      throw invalid(`no state named ${JSON.stringify(req.state.slice(0, 64))} (this server has ${known.length ? known.join(', ') : 'none: start it with --state FILE'})`, 'state', 'invalid_value');
     }
     const param = endpoint === 'chat' ? 'messages' : 'prompt';
     const tokens = typeof req.prompt === 'string' ? tokenizer.encode(req.prompt) : req.prompt;
@@ -210,13 +241,14 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
     );
     try {
       if (req.stream) {
-        await stream(endpoint, id, req, tokens, ac.signal, reply, logDone);
+        await stream(endpoint, id, req, tokens, ac.signal, reply, logDone, { constraint, initial });
         return reply;
       }
       const text = new Collector(endpoint === 'chat');
+      const lp = req.logprobs ? new LogprobTrack(tokenizer, req.logprobs.top) : undefined;
       const r = await engine.run({
         tokens, maxTokens: req.maxTokens, sampling: req.sampling, stop: stopsFor(endpoint, req), signal: ac.signal,
-        onText: (s) => text.push(s),
+        onText: (s) => { text.push(s); lp?.commit(); }, onToken: lp?.onToken, constraint, initial,
       });
       if (r.finishReason === 'abort') {
         // Only a vanished client (or a shutdown past its grace period) aborts; nobody is left to answer.
@@ -231,13 +263,13 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
       if (endpoint === 'chat') {
         return {
           id, object: 'chat.completion', created: now(), model: modelName, system_fingerprint: fingerprint,
-          choices: [{ index: 0, message: { role: 'assistant', content: text.text, refusal: null }, logprobs: null, finish_reason: finish }],
+          choices: [{ index: 0, message: { role: 'assistant', content: text.text, refusal: null }, logprobs: lp ? chatLogprobs(lp.all) : null, finish_reason: finish }],
           usage,
         };
       }
       return {
         id, object: 'text_completion', created: now(), model: modelName, system_fingerprint: fingerprint,
-        choices: [{ text: text.text, index: 0, logprobs: null, finish_reason: finish }],
+        choices: [{ text: text.text, index: 0, logprobs: lp ? completionLogprobs(lp.all, 0) : null, finish_reason: finish }],
         usage,
       };
     } catch (err) {
@@ -259,6 +291,7 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
   async function stream(
     endpoint: Endpoint, id: string, req: GenRequest, tokens: number[], signal: AbortSignal, reply: FastifyReply,
     logDone: (status: number, r?: RunResult, note?: string) => void,
+    run: Pick<RunRequest, 'constraint' | 'initial'>,
   ): Promise<void> {
     const sse = new SseWriter(reply.raw);
     const created = now();
@@ -266,15 +299,18 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
       ? { id, object: 'chat.completion.chunk', created, model: modelName, system_fingerprint: fingerprint }
       : { id, object: 'text_completion', created, model: modelName, system_fingerprint: fingerprint };
     const extra = req.includeUsage ? { usage: null } : {};
-    const chunk = (content: string | null, finish: string | null, first = false) => endpoint === 'chat'
-      ? { ...base, choices: [{ index: 0, delta: first ? { role: 'assistant', content: '' } : content === null ? {} : { content }, logprobs: null, finish_reason: finish }], ...extra }
-      : { ...base, choices: [{ text: content ?? '', index: 0, logprobs: null, finish_reason: finish }], ...extra };
+    const lp = req.logprobs ? new LogprobTrack(tokenizer, req.logprobs.top) : undefined;
+    let offset = 0; // completions' text_offset: where the next chunk's text starts in the completion
+    const chunk = (content: string | null, finish: string | null, first = false, lps?: TokenLogprob[]) => endpoint === 'chat'
+      ? { ...base, choices: [{ index: 0, delta: first ? { role: 'assistant', content: '' } : content === null ? {} : { content }, logprobs: lps ? chatLogprobs(lps) : null, finish_reason: finish }], ...extra }
+      : { ...base, choices: [{ text: content ?? '', index: 0, logprobs: lps ? completionLogprobs(lps, offset) : null, finish_reason: finish }], ...extra };
     const text = new Collector(endpoint === 'chat');
     let started = false;
     let r: RunResult;
     try {
       r = await engine.run({
         tokens, maxTokens: req.maxTokens, sampling: req.sampling, stop: stopsFor(endpoint, req), signal,
+        ...run, onToken: lp?.onToken,
         onStart: (info: PrefillInfo) => {
           // From here on the response belongs to us, not fastify.
           void reply.hijack();
@@ -284,7 +320,10 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
         },
         onText: (s) => {
           const piece = text.push(s);
-          if (piece) sse.send(chunk(piece, null));
+          if (!piece) return;
+          // The logprobs of the tokens whose text this is go with it.
+          sse.send(chunk(piece, null, false, lp?.commit()));
+          offset += piece.length;
         },
       });
     } catch (err) {

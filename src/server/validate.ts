@@ -9,6 +9,7 @@
  * for completions, CHAT_DEFAULTS for chat — the official RWKV settings), not OpenAI's; a client that sends
  * `temperature`, `top_p`, ... gets exactly those.
  */
+import { MAX_TOP_LOGPROBS } from '../runtime/logprobs.js';
 import { CHAT_DEFAULTS, GENERATE_DEFAULTS, type SamplingOptions } from '../runtime/sampler.js';
 import { cleanMessage, systemBlock } from '../runtime/chat.js';
 import { invalid } from './errors.js';
@@ -32,6 +33,12 @@ export interface GenRequest {
   stop: string[];
   stream: boolean;
   includeUsage: boolean;
+  /** Per-token logprobs and this many alternatives (0-20), or undefined for none. */
+  logprobs?: { top: number };
+  /** `response_format` as sent (turned into a token constraint by the server; json_object / json_schema / text). */
+  responseFormat?: unknown;
+  /** Extension: the name of an initial state loaded with `rwkv7 serve --state` (e.g. a state-tuned role). */
+  state?: string;
 }
 
 type Json = Record<string, unknown>;
@@ -82,8 +89,6 @@ function refuseUnsupported(body: Json, endpoint: Endpoint): void {
   if (n !== undefined && n !== 1) throw invalid("only 'n' = 1 is supported", 'n', 'unsupported_value');
   const unsupported = (k: string, why = `'${k}' is not supported by this server`) => invalid(why, k, 'unsupported_parameter');
   const truthy = (k: string) => given(body, k) && body[k] !== false && body[k] !== 0;
-  if (truthy('logprobs')) throw unsupported('logprobs');
-  if (truthy('top_logprobs')) throw unsupported('top_logprobs');
   if (given(body, 'logit_bias') && !(isObject(body.logit_bias) && Object.keys(body.logit_bias).length === 0)) throw unsupported('logit_bias');
   if (endpoint === 'completion') {
     if (truthy('echo')) throw unsupported('echo');
@@ -93,11 +98,35 @@ function refuseUnsupported(body: Json, endpoint: Endpoint): void {
     for (const k of ['tools', 'functions']) {
       if (given(body, k) && !(Array.isArray(body[k]) && (body[k] as unknown[]).length === 0)) throw unsupported(k);
     }
-    if (given(body, 'response_format')) {
-      const rf = body.response_format;
-      if (!(isObject(rf) && rf.type === 'text')) throw unsupported('response_format', "only 'response_format' {\"type\": \"text\"} is supported");
-    }
   }
+}
+
+/**
+ * logprobs as each endpoint spells it: chat `logprobs: true` + `top_logprobs: 0..20`; completions `logprobs: N`
+ * (the number of alternatives, 0..20; OpenAI's legacy limit is 5, ours llama-server's 20).
+ */
+function parseLogprobs(body: Json, endpoint: Endpoint): { top: number } | undefined {
+  if (endpoint === 'chat') {
+    const on = bool(body, 'logprobs') ?? false;
+    const top = int(body, 'top_logprobs', 0, MAX_TOP_LOGPROBS);
+    if (top !== undefined && !on) throw invalid("'top_logprobs' needs 'logprobs': true", 'top_logprobs', 'invalid_value');
+    return on ? { top: top ?? 0 } : undefined;
+  }
+  if (typeof body.logprobs === 'boolean') throw invalid("'logprobs' must be an integer (the number of alternatives) for completions", 'logprobs', 'invalid_type');
+  const n = int(body, 'logprobs', 0, MAX_TOP_LOGPROBS);
+  return n === undefined ? undefined : { top: n };
+}
+
+function parseResponseFormat(body: Json): unknown {
+  if (!given(body, 'response_format')) return undefined;
+  const rf = body.response_format;
+  if (!isObject(rf) || typeof rf.type !== 'string') {
+    throw invalid("'response_format' must be an object with a 'type' (text, json_object or json_schema)", 'response_format', 'invalid_type');
+  }
+  if (!['text', 'json_object', 'json_schema'].includes(rf.type)) {
+    throw invalid(`'response_format.type' must be text, json_object or json_schema (got ${JSON.stringify(rf.type).slice(0, 40)})`, 'response_format.type', 'invalid_value');
+  }
+  return rf.type === 'text' ? undefined : rf;
 }
 
 /** The text of a message's `content`: a string, or an array of `{type: "text", text}` parts. */
@@ -212,5 +241,12 @@ export function parseRequest(endpoint: Endpoint, body: unknown, limits: Limits):
     includeUsage = bool(so, 'include_usage') ?? false;
   }
 
-  return { endpoint, prompt, maxTokens, sampling, stop: parseStop(body), stream, includeUsage };
+  if (given(body, 'state') && (typeof body.state !== 'string' || body.state.length > 256)) {
+    throw invalid("'state' must be the name of a loaded state (a string)", 'state', 'invalid_type');
+  }
+  return {
+    endpoint, prompt, maxTokens, sampling, stop: parseStop(body), stream, includeUsage,
+    logprobs: parseLogprobs(body, endpoint), responseFormat: parseResponseFormat(body),
+    state: given(body, 'state') ? body.state as string : undefined,
+  };
 }
