@@ -539,6 +539,10 @@ function genChat(r: Rng): Case {
         what.push(`field ${field}`);
       } else { const x = mutateJson(r, chat); chat = x.value; what.push(`json ${x.what}`); }
     }
+    // A restored chat not yet started feeds its system prompt on the next turn: a 100,000-character one is a long
+    // (legitimate) prefill, not a loader bug, so keep it short enough for the per-case timeout.
+    const h = (chat as { history?: { system?: unknown } } | null)?.history;
+    if (h && typeof h === 'object' && typeof h.system === 'string' && h.system.length > 2000) h.system = h.system.slice(0, 2000);
     text = jsonText(chat);
   } else {
     text = new TextDecoder().decode(mutateJsonText(r, jsonText(chat)).bytes);

@@ -33,7 +33,7 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { cases: 7000, kinds: [...KINDS], seed: 1, jobs: 2, timeoutMs: 10_000, rssMb: 1024, save: path.join(HERE, 'regressions'), json: false, quiet: false, show: false };
+  const o: Options = { cases: 7000, kinds: [...KINDS], seed: 1, jobs: 2, timeoutMs: 20_000, rssMb: 1024, save: path.join(HERE, 'regressions'), json: false, quiet: false, show: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const val = (): string => { const v = argv[++i]; if (v === undefined) throw new Error(`${a} needs a value`); return v; };
