@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -64,6 +64,21 @@ test('chat with piped stdin: answers, /stats, /quit, exit 0', async () => {
   const lines = r.stderr.split('\n').filter((l) => /prefill [\d.]+ tok\/s.*decode [\d.]+ tok\/s/.test(l));
   assert.equal(lines.length, 2, r.stderr);
   assert.match(lines[0]!, /backend js \| dtype f32/);
+});
+
+test('chat --json-schema: every answer is JSON matching the schema', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rwkv7-chat-schema-'));
+  try {
+    const schema = join(dir, 'mood.json');
+    writeFileSync(schema, JSON.stringify({ type: 'object', properties: { mood: { enum: ['happy', 'sad'] } }, required: ['mood'], additionalProperties: false }));
+    const r = await pipedChat(['--json-schema', schema, '--max-tokens', '40', '--seed', '4'], 'How do you feel?\nAnd now?\n/quit\n');
+    assert.equal(r.code, 0, r.stderr);
+    const answers = r.stdout.split('Assistant:').slice(1).map((a) => a.trim());
+    assert.equal(answers.length, 2, r.stdout);
+    for (const a of answers) assert.ok(['happy', 'sad'].includes(JSON.parse(a).mood), a);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('a failed /save or /load is reported and the chat goes on', async () => {

@@ -13,6 +13,7 @@ import { saveState, loadState } from '../model/state.js';
 import { checkStateFinite } from '../model/state-check.js';
 import { openSafetensors } from '../formats/safetensors.js';
 import { UserError } from '../errors.js';
+import { grammarFromFlag } from './generate.js';
 import {
   addModelOptions, addSamplingOptions, loadModelFromFlags, samplingFromFlags, statsLine, parseInteger,
   addStateOption, initialStateFromFlag, type ModelFlags, type SamplingFlags,
@@ -23,6 +24,7 @@ interface ChatFlags extends ModelFlags, SamplingFlags {
   maxTokens: number;
   think?: boolean;
   state?: string;
+  jsonSchema?: string;
 }
 
 /** Errors of a /save or /load that the user can fix (bad path, bad or foreign file): reported, the chat goes on. */
@@ -71,7 +73,8 @@ export function register(program: Command): void {
     .description('interactive multi-turn chat (RWKV-7 G1 "User: ... / Assistant:" template); also reads piped stdin')
     .option('-s, --system <text>', 'system prompt (a "System: ..." block before the first turn)')
     .option('-n, --max-tokens <n>', 'most tokens per answer', parseInteger('--max-tokens', 1), 500)
-    .option('--think', 'start with thinking on (G1 "Assistant: <think" prefix; /think toggles it)');
+    .option('--think', 'start with thinking on (G1 "Assistant: <think" prefix; /think toggles it)')
+    .option('--json-schema <file>', "every answer is JSON matching this JSON Schema file ('object': any JSON object)");
   addModelOptions(cmd);
   addStateOption(cmd);
   addSamplingOptions(cmd, CHAT_DEFAULTS);
@@ -89,6 +92,8 @@ Examples:
 }
 
 async function runChat(f: ChatFlags, cmd: Command): Promise<void> {
+  // A refused schema fails before the model loads.
+  const grammar = f.jsonSchema === undefined ? undefined : grammarFromFlag(f.jsonSchema);
   const loaded = await loadModelFromFlags(f);
   const tokenizer = WorldTokenizer.default();
   const chat = new Chat(loaded.model, tokenizer, f.system, { initialState: initialStateFromFlag(f.state, loaded.config) });
@@ -228,6 +233,7 @@ async function runChat(f: ChatFlags, cmd: Command): Promise<void> {
         sampler,
         signal: ac.signal,
         onText: (s) => process.stdout.write(s),
+        constraint: grammar?.constraint(tokenizer),
       });
       current = undefined;
       process.stdout.write(r.finishReason === 'abort' ? ' [stopped]\n\n' : '\n\n');
