@@ -3,19 +3,19 @@
  * memory budget of a model in 32-bit wasm memory.
  *
  * Every matrix is row-major [rowsP, K]: rows padded to a multiple of 4 (the mat-mat row tile) and columns
- * zero-padded to K (a multiple of 16; of 64 for int8, the quantization group). bf16/f16 store each group of 8
+ * zero-padded to K (a multiple of 16; of 64 for int8, the quantization group; of 128 for q4/q8_0, 4 blocks). bf16/f16 store each group of 8
  * columns pair-interleaved as [w0 w4 w1 w5 w2 w6 w3 w7] so the kernel widens 8 values with 2 SIMD ops; int8 adds an
  * f32 scale per row and 64 columns (symmetric: scale = max|w| / 127).
  *
  * What fits in the 4 GiB of wasm32 memory (all weight matrices — the embedding stays on the host — plus vectors,
- * state and 64-row activations; computed with wasmModelBytes(), GiB):
- *   model    f32      bf16/f16  int8 (+ bf16 LoRA, f32 group scales)
- *   0.1B     0.55     0.29      0.17     all fit
- *   0.4B     1.46     0.74      0.42     all fit
- *   1.5B     5.23 ✗   2.64      1.47     bf16/f16/int8
- *   2.9B    10.4 ✗    5.23 ✗    2.89     int8 only
- *   7.2B    25.9 ✗   13.0 ✗     7.13 ✗   none
- *   13.3B   48.4 ✗   24.3 ✗    13.3 ✗    none
+ * state and 64-row activations; computed with wasmModelBytes(), GiB; q4/q8_0 with bf16 LoRA factors):
+ *   model    f32      bf16/f16  int8, q8_0  q4
+ *   0.1B     0.55     0.29      0.17        0.10     all fit
+ *   0.4B     1.46     0.74      0.42        0.25     all fit
+ *   1.5B     5.23 ✗   2.64      1.47        0.84     bf16/f16/int8/q8_0/q4
+ *   2.9B    10.4 ✗    5.23 ✗    2.89        1.64     int8, q8_0, q4
+ *   7.2B    25.9 ✗   13.0 ✗     7.13 ✗      4.00 ✗   none (q4 misses by a few MB: its bf16 LoRA factors are 0.4 GiB)
+ *   13.3B   48.4 ✗   24.3 ✗    13.3 ✗       7.47 ✗   none
  */
 import type { HostMatrix, WeightDType } from '../kernels.js';
 import { f16ToNumber, numberToBf16, numberToF16 } from '../../formats/dtype.js';
