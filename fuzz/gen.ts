@@ -108,7 +108,8 @@ function mutateSt(r: Rng, m: StModel, ctx: { sparse?: number }): string {
       const dt = r.pick(['BF16', 'F32', 'F16']);
       const es = dt === 'F32' ? 4 : 2;
       const numel = Math.floor(bytes / es);
-      const cols = entry && Array.isArray(entry.shape) && typeof (entry.shape as unknown[])[1] === 'number' ? (entry.shape as number[])[1]! : 8;
+      const c1 = entry && Array.isArray(entry.shape) ? (entry.shape as unknown[])[1] : undefined;
+      const cols = typeof c1 === 'number' && Number.isSafeInteger(c1) && c1 > 0 && c1 < 4096 ? c1 : 8;
       const rows = Math.floor(numel / cols);
       const begin = m.data.length;
       m.header[r.chance(0.5) ? name : 'lm_head.weight'] = { dtype: dt, shape: [rows, cols], data_offsets: [begin, begin + rows * cols * es] };
@@ -144,7 +145,8 @@ function mutateSt(r: Rng, m: StModel, ctx: { sparse?: number }): string {
       const head = names.find((k) => /(^|\.)(lm_)?head\.weight$/.test(k));
       const ee = emb ? (m.header[emb] as Record<string, unknown>) : undefined;
       if (!emb || !head || !ee || !Array.isArray(ee.shape)) return 'huge vocabulary (no embedding)';
-      const cols = Number((ee.shape as unknown[])[1]);
+      const c1 = Number((ee.shape as unknown[])[1]);
+      const cols = Number.isSafeInteger(c1) && c1 > 0 && c1 < 4096 ? c1 : 8;
       const dt = r.pick(['BF16', 'F16', 'F32']);
       const es = dt === 'F32' ? 4 : 2;
       // just over the bound (2^29 elements: 2 GiB as f32), or the 2.5 GiB and 5 GiB BF16 tensors
