@@ -104,6 +104,12 @@ test('GGUF files load in the browser too (llama.cpp F32 and Q4_0 files against t
   assert.ok(f32.report.max_deviation <= 5e-5, `f32 gguf: ${f32.report.max_deviation}`);
   const q4 = await verify(page, '/shared/fixtures/gguf/storyteller-L6-D192-q4_0.gguf', '/shared/fixtures/gguf/storyteller-L6-D192-q4_0.golden.safetensors', { backend: 'js' }, ['seq']);
   assert.ok(q4.report.max_deviation <= 1e-5, `q4_0 gguf: ${q4.report.max_deviation}`);
+  // The Q4_0 file's golden with the weights kept in 4-bit: wasm (2 threads, in the worker) and webgpu.
+  for (const backend of ['wasm', 'webgpu']) {
+    const r = await verify(page, '/shared/fixtures/gguf/storyteller-L6-D192-q4_0.gguf', '/shared/fixtures/gguf/storyteller-L6-D192-q4_0.golden.safetensors', { backend, dtype: 'q4', threads: 2 }, ['seq']);
+    assert.equal(r.info.dtype, 'q4');
+    assert.ok(r.report.max_deviation <= 5e-5, `q4_0 gguf on ${backend}: ${r.report.max_deviation}`);
+  }
 });
 
 test("the storyteller's greedy continuation in the browser equals Node's token for token", { skip }, async () => {
