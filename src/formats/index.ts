@@ -8,7 +8,7 @@ import type { Checkpoint, FileFormat, Layout, TensorRef } from './types.js';
 import type { RawTensorFile } from './raw.js';
 import { openPth } from './pth.js';
 import { openSafetensors } from './safetensors.js';
-import { openGguf } from './gguf.js';
+import { openGguf, type GgufCheckpointFile, type GgufFile } from './gguf.js';
 import { detectLayout, flaToCanonical } from './layouts.js';
 import { isByteSource, readAll, readExact, type ByteSource, type FileSet } from './source.js';
 import { platform } from '../platform/index.js';
@@ -30,6 +30,8 @@ export interface OpenedCheckpoint extends Checkpoint {
   readonly hfConfig?: Readonly<Record<string, unknown>>;
   /** The files actually opened. */
   readonly files: readonly string[];
+  /** A GGUF file's own header, metadata and tensor table. */
+  readonly gguf?: GgufFile;
 }
 
 const ZIP_MAGIC = [0x50, 0x4b]; // "PK"
@@ -161,7 +163,8 @@ export function openCheckpoint(input: string | ByteSource | FileSet): OpenedChec
     if (layout === 'fla' && hfConfig?.tie_word_embeddings === true && emb && !tensors.has('head.weight')) {
       tensors.set('head.weight', { ...emb, name: 'head.weight', read: () => emb.read() });
     }
-    return { path, format, layout, tensors, metadata: raw.metadata, hfConfig, files, close: () => raw.close() };
+    const gguf = (raw as Partial<GgufCheckpointFile>).gguf;
+    return { path, format, layout, tensors, metadata: raw.metadata, hfConfig, files, gguf, close: () => raw.close() };
   } catch (e) {
     raw.close();
     throw e;

@@ -12,6 +12,9 @@ import { loadWeights, type LoadProgress } from '../model/weights.js';
 import { RWKV7 } from '../model/rwkv7.js';
 import { createBackend, type BackendName, type BackendOptions } from '../backends/index.js';
 import { platform } from '../platform/index.js';
+import { WorldTokenizer, WORLD_VOCAB_SIZE } from '../tokenizer/world.js';
+import { checkGgufVocab } from '../formats/gguf-rwkv7.js';
+import type { GgufFile } from '../formats/gguf.js';
 import { assertModelFits } from './fit.js';
 
 
@@ -51,6 +54,26 @@ export function defaultWeightDType(ck: Checkpoint, backend: BackendName): Weight
 }
 
 /**
+ * A GGUF carries its own tokenizer: it must be the World vocabulary (all official RWKV-7 models use it; tiny test
+ * models a prefix of it), or its tokens would not mean what the World tokenizer says they do. A different one is
+ * reported (the World tokenizer is still what the commands use: GGUF files of other vocabularies are not supported).
+ */
+function checkGgufTokenizer(g: GgufFile, config: ModelConfig, log?: (m: string) => void): void {
+  const world = WorldTokenizer.defaultIfLoaded() ?? (config.vocabSize === WORLD_VOCAB_SIZE ? safeDefault() : undefined);
+  if (!world) return;
+  const r = checkGgufVocab(g, world);
+  if (r.status === 'different') log?.(`${r.message}; this runtime uses the RWKV World tokenizer`);
+}
+
+function safeDefault(): WorldTokenizer | undefined {
+  try {
+    return WorldTokenizer.default();
+  } catch {
+    return undefined; // browsers: the vocabulary is loaded asynchronously (WorldTokenizer.load())
+  }
+}
+
+/**
  * Loads a model from a path (Node; default: the bundled model), a ByteSource (one checkpoint file, on any platform)
  * or a FileSet (a Hugging Face folder).
  */
@@ -59,6 +82,7 @@ export async function loadModel(input: string | ByteSource | FileSet | undefined
   const p = ck.path;
   try {
     const config = configFromCheckpoint(ck);
+    if (ck.gguf) checkGgufTokenizer(ck.gguf, config, opts.log);
     const backendName = opts.backend ?? 'auto';
     const dtype = opts.dtype ?? defaultWeightDType(ck, backendName);
     const backend = await createBackend(backendName, { ...opts, dtype });

@@ -105,6 +105,11 @@ export class WorldTokenizer {
     return WorldTokenizer.cached;
   }
 
+  /** The bundled World vocabulary if it has been loaded already (no I/O), else undefined. */
+  static defaultIfLoaded(): WorldTokenizer | undefined {
+    return WorldTokenizer.cached;
+  }
+
   /** The bundled World vocabulary, on any platform (fetched beside the bundle in browsers). */
   static async load(): Promise<WorldTokenizer> {
     if (!WorldTokenizer.cached) {
