@@ -56,6 +56,12 @@ function tensorNames(m: StModel): string[] {
 
 /** One mutation of a safetensors model aimed at a header entry, the metadata or the data; may set a sparse size. */
 function mutateSt(r: Rng, m: StModel, ctx: { sparse?: number }): string {
+  // An earlier mutation may have replaced the whole header by another JSON value: mutate that as JSON only.
+  if (m.header === null || typeof m.header !== 'object' || Array.isArray(m.header)) {
+    const x = mutateJson(r, m.header);
+    m.header = x.value as Record<string, unknown>;
+    return `json ${x.what}`;
+  }
   const names = tensorNames(m);
   const name = r.pick(names.length ? names : ['x']);
   const e = m.header[name] as Record<string, unknown> | undefined;
