@@ -77,29 +77,32 @@ test('all golden tokenizer cases encode to the golden ids in the page', { skip }
 });
 
 for (const [name, model, golden] of FIXTURES) {
-  test(`verifyGolden in the browser: ${name} on js (≤ 1e-5)`, { skip }, async () => {
+  test(`verifyGolden in the browser: ${name} on js (≤ 1e-5)`, { skip }, async (t) => {
     const r = await verify(page, model, golden, { backend: 'js' }, ['seq']);
+    t.diagnostic(`max_deviation ${r.report.max_deviation}`);
     assert.equal(r.info.backend, 'js');
     assert.ok(r.report.max_deviation <= 1e-5, `${name} js: ${r.report.max_deviation}`);
   });
   for (const threads of [1, 2]) {
-    test(`verifyGolden in the browser: ${name} on wasm f32, ${threads} thread(s), in the worker (≤ 5e-5)`, { skip }, async () => {
+    test(`verifyGolden in the browser: ${name} on wasm f32, ${threads} thread(s), in the worker (≤ 5e-5)`, { skip }, async (t) => {
       const r = await verify(page, model, golden, { backend: 'wasm', dtype: 'f32', threads });
+      t.diagnostic(`max_deviation ${r.report.max_deviation}`);
       assert.equal(r.info.backend, 'wasm');
       assert.equal(r.info.threads, threads);
       assert.ok(r.report.max_deviation <= 5e-5, `${name} wasm ${threads}: ${r.report.max_deviation}`);
       assert.ok(r.report.groups.some((g) => g.mode === 'rnn') && r.report.groups.some((g) => g.mode === 'seq'));
     });
   }
-  test(`verifyGolden in the browser: ${name} on webgpu f32 (sequence mode${name === TINY[0] ? ' and RNN mode' : ''}; ≤ 5e-5)`, { skip }, async () => {
+  test(`verifyGolden in the browser: ${name} on webgpu f32 (sequence mode${name === TINY[0] ? ' and RNN mode' : ''}; ≤ 5e-5)`, { skip }, async (t) => {
     const modes = name === TINY[0] ? ['rnn', 'seq'] : ['seq'];
     const r = await verify(page, model, golden, { backend: 'webgpu', dtype: 'f32' }, modes);
+    t.diagnostic(`max_deviation ${r.report.max_deviation}`);
     assert.equal(r.info.backend, 'webgpu');
     assert.ok(r.report.max_deviation <= 5e-5, `${name} webgpu: ${r.report.max_deviation}`);
   });
 }
 
-test('GGUF files load in the browser too (llama.cpp F32 and Q4_0 files against their golden references)', { skip }, async () => {
+test('GGUF files load in the browser too (llama.cpp F32 and Q4_0 files against their golden references)', { skip }, async (t) => {
   const f32 = await verify(page, '/shared/fixtures/gguf/tiny-l2-d128-f32.gguf', '/shared/fixtures/golden/tiny-l2-d128.golden.safetensors', { backend: 'wasm', dtype: 'f32', threads: 2 }, ['seq']);
   assert.ok(f32.report.max_deviation <= 5e-5, `f32 gguf: ${f32.report.max_deviation}`);
   const q4 = await verify(page, '/shared/fixtures/gguf/storyteller-L6-D192-q4_0.gguf', '/shared/fixtures/gguf/storyteller-L6-D192-q4_0.golden.safetensors', { backend: 'js' }, ['seq']);
@@ -108,6 +111,7 @@ test('GGUF files load in the browser too (llama.cpp F32 and Q4_0 files against t
   for (const backend of ['wasm', 'webgpu']) {
     const r = await verify(page, '/shared/fixtures/gguf/storyteller-L6-D192-q4_0.gguf', '/shared/fixtures/gguf/storyteller-L6-D192-q4_0.golden.safetensors', { backend, dtype: 'q4', threads: 2 }, ['seq']);
     assert.equal(r.info.dtype, 'q4');
+    t.diagnostic(`q4_0 gguf on ${backend}: max_deviation ${r.report.max_deviation}`);
     assert.ok(r.report.max_deviation <= 5e-5, `q4_0 gguf on ${backend}: ${r.report.max_deviation}`);
   }
 });
