@@ -125,7 +125,7 @@ export class RWKV7 {
   async forwardBatch(items: readonly BatchItem[]): Promise<Float32Array[]> {
     if (items.length === 0) return [];
     for (const it of items) this.checkTokens(it.tokens);
-    if (new Set(items.map((it) => it.state)).size !== items.length) throw new UserError('forwardBatch: two sequences share one state');
+    if (items.length > 1 && new Set(items.map((it) => it.state)).size !== items.length) throw new UserError('forwardBatch: two sequences share one state');
     const chunk = this.backend.maxChunk;
     const done = items.map(() => 0); // tokens of each item already processed
     const out: Float32Array[] = new Array(items.length);
@@ -149,7 +149,8 @@ export class RWKV7 {
       if (finished.length > 0) {
         const logits = await this.head(s, T, finished.map((g) => g.start + g.length - 1));
         const V = this.config.vocabSize;
-        finished.forEach((g, j) => { out[g.item] = logits.slice(j * V, (j + 1) * V); });
+        // One sequence finishing: the backend's fresh array is its logits (no copy).
+        finished.forEach((g, j) => { out[g.item] = finished.length === 1 ? logits : logits.slice(j * V, (j + 1) * V); });
       }
     }
     return out;
