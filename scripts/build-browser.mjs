@@ -1,9 +1,10 @@
-// Builds the browser bundle: dist/browser/rwkv7.js (one ESM file; the model worker is the same file) with the .wasm
+// Builds the browser bundle: dist/browser/rwkv7.js (one ESM file; the model worker is the same file; tsc does not emit
+// src/browser, see tsconfig.json) with the .wasm
 // kernels and the vocabulary beside it, and the static chat site dist/web/ (the page plus a copy of the bundle).
 // The core imports src/platform/index.ts (Node); here it is swapped for src/platform/browser-index.ts, and the build
 // fails if any Node built-in is still reachable. Run by `npm run build` (after build:wasm).
 import * as esbuild from 'esbuild';
-import { cpSync, mkdirSync, writeFileSync, existsSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, existsSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { builtinModules } from 'node:module';
 
@@ -59,7 +60,6 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       cpSync(`${root}web/`, web, { recursive: true });
       cpSync(out, `${web}lib/`, { recursive: true });
     }
-    writeFileSync(`${out}SIZE`, `${bytes}\n`);
     console.log(`build:browser: wrote dist/browser/rwkv7.js (${(bytes / 1024).toFixed(0)} KiB) and its .wasm/vocabulary files${existsSync(web) ? ', and dist/web/' : ''}`);
   } catch (e) {
     for (const err of e.errors ?? [e]) console.error(`build:browser: ${err.text ?? err.message}`);
