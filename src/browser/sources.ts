@@ -7,6 +7,7 @@
  */
 import { FormatError, UserError } from '../errors.js';
 import { bytesSource, type ByteSource, type FileSet } from '../formats/source.js';
+import { checkpointMagic } from '../formats/magic.js';
 
 /** What a page may pass as a model or golden file; an array of Files is a Hugging Face folder (a directory picker's files). */
 export type SourceInput = string | URL | Blob | ArrayBuffer | Uint8Array | File[];
@@ -157,13 +158,6 @@ function cacheKey(url: string): string {
   return `${h.toString(16).padStart(16, '0')}-${tail}`;
 }
 
-/** What a checkpoint's first bytes look like: zip (.pth), GGUF, or a safetensors length + '{'. */
-function looksLikeCheckpoint(head: Uint8Array): boolean {
-  if (head.length >= 2 && head[0] === 0x50 && head[1] === 0x4b) return true;
-  if (head.length >= 4 && head[0] === 0x47 && head[1] === 0x47 && head[2] === 0x55 && head[3] === 0x46) return true;
-  return head.length >= 9 && head[8] === 0x7b && head[5] === 0 && head[6] === 0 && head[7] === 0;
-}
-
 function isQuotaError(e: unknown): boolean {
   return (e as { name?: string })?.name === 'QuotaExceededError';
 }
@@ -217,7 +211,7 @@ export async function cachedUrlSource(url: string, onProgress?: DownloadProgress
     for (;;) {
       const { value, done: end } = await reader.read();
       if (end) break;
-      if (done === 0 && value.length >= 9 && !looksLikeCheckpoint(value)) {
+      if (done === 0 && value.length >= 9 && !checkpointMagic(value)) {
         await reader.cancel();
         throw new UserError(`${url}: the response is not a checkpoint (.pth, .safetensors or .gguf: its first bytes do not match)`);
       }

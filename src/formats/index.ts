@@ -12,6 +12,7 @@ import { openGguf, type GgufCheckpointFile, type GgufFile } from './gguf.js';
 import { detectLayout, flaToCanonical } from './layouts.js';
 import { isByteSource, readAll, readExact, type ByteSource, type FileSet } from './source.js';
 import { platform } from '../platform/index.js';
+import { checkpointMagic } from './magic.js';
 
 export type { Checkpoint, TensorRef, DType, Layout, FileFormat } from './types.js';
 export type { RawTensorFile } from './raw.js';
@@ -34,15 +35,13 @@ export interface OpenedCheckpoint extends Checkpoint {
   readonly gguf?: GgufFile;
 }
 
-const ZIP_MAGIC = [0x50, 0x4b]; // "PK"
-
 /** The format of a checkpoint file, from its first bytes (and, for a clear error, its name). */
 function sniff(src: ByteSource): FileFormat {
   const head = readExact(src, 0, Math.min(8, src.size));
   const n = head.length;
   const path = src.name;
-  if (n >= 2 && head[0] === ZIP_MAGIC[0] && head[1] === ZIP_MAGIC[1]) return 'pth';
-  if (n >= 4 && head[0] === 0x47 && head[1] === 0x47 && head[2] === 0x55 && head[3] === 0x46) return 'gguf'; // "GGUF"
+  const magic = checkpointMagic(head);
+  if (magic === 'pth' || magic === 'gguf') return magic;
   if (n >= 2 && head[0] === 0x80 && head[1]! <= 5) {
     throw new FormatError(`${path}: legacy (pre-1.6, non-zip) PyTorch checkpoint; re-save it with torch >= 1.6 (torch.save) or convert it to safetensors`);
   }

@@ -18,7 +18,7 @@ import type { RawTensorFile } from './raw.js';
 import { platform } from '../platform/index.js';
 
 /** Same bound as the reference implementation: a larger header is an attack or corruption. */
-const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
 /** JSON type of a header value, for messages: "an array", "null", "a number", ... */
 function jsonType(v: unknown): string {

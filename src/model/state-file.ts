@@ -16,6 +16,7 @@ import type { HostState } from './state.js';
 import { checkStateFinite } from './state-check.js';
 import { openPth } from '../formats/pth.js';
 import { openSafetensors } from '../formats/safetensors.js';
+import { checkpointMagic } from '../formats/magic.js';
 import { bytesSource, isByteSource, readExact, type ByteSource } from '../formats/source.js';
 import type { RawTensorFile } from '../formats/raw.js';
 import { bytesToFloat32 } from '../formats/dtype.js';
@@ -47,12 +48,11 @@ function openSource(input: string | ByteSource | Uint8Array): ByteSource {
   return opened;
 }
 
-/** Opens a .pth (zip magic "PK") or safetensors file. */
+/** Opens a .pth (a zip) or safetensors file. */
 function openTensorFile(src: ByteSource): RawTensorFile {
   let zip = false;
   try {
-    const head = readExact(src, 0, Math.min(2, src.size));
-    zip = head.length === 2 && head[0] === 0x50 && head[1] === 0x4b;
+    zip = checkpointMagic(readExact(src, 0, Math.min(2, src.size))) === 'pth';
   } catch (e) {
     src.close();
     throw e;

@@ -12,6 +12,7 @@ import * as nodePath from 'node:path';
 import { createHash } from 'node:crypto';
 import { UserError } from '../errors.js';
 import { openCheckpoint } from '../formats/index.js';
+import { checkpointMagic } from '../formats/magic.js';
 import { configFromCheckpoint } from '../model/config.js';
 import {
   catalogueEntry, catalogueUrl, modelsDir, safeFileName, PART_META_SUFFIX, PART_SUFFIX, type CatalogueEntry,
@@ -242,10 +243,7 @@ function checkCheckpoint(path: string, shownAs: string): void {
   const head = Buffer.alloc(16);
   let n: number;
   try { n = fs.readSync(fd, head, 0, 16, 0); } finally { fs.closeSync(fd); }
-  const zip = n >= 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04;
-  const gguf = n >= 4 && head.toString('latin1', 0, 4) === 'GGUF';
-  const st = n >= 9 && head.readBigUInt64LE(0) < 100_000_000n && head[8] === 0x7b; // safetensors: u64 header length, then '{'
-  if (!zip && !gguf && !st) {
+  if (!checkpointMagic(head.subarray(0, n))) {
     const text = head.subarray(0, n).toString('latin1').replace(/[^\x20-\x7e]/g, '.');
     throw new UserError(`${shownAs}: the downloaded file is not a checkpoint (starts with "${text}": not a .pth zip, safetensors or GGUF file); removed it`);
   }
