@@ -17,9 +17,9 @@
  *   npm run soak [-- --backend wasm|js|auto] [--prompt-tokens 16000]
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { raw, type RawResult } from '../test/helpers/raw-http.js';
 
 const HOST = '127.0.0.1';
 const args = process.argv.slice(2);
@@ -65,43 +65,9 @@ async function serve(): Promise<void> {
 
 interface Mem { rss: number; heap: number; external: number; cache: number }
 
-interface Raw { status: number; headers: Record<string, string>; body: string; closed: boolean; ms: number }
+type Raw = RawResult;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** One loopback connection: writes `data`, lets `drive` act on the socket, collects the reply until close or `ms`. */
-function raw(port: number, data: string | Buffer, ms: number, drive?: (s: Socket) => void): Promise<Raw> {
-  return new Promise((resolve) => {
-    const t0 = performance.now();
-    const s = connect(port, HOST);
-    const chunks: Buffer[] = [];
-    let closed = false;
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      const text = Buffer.concat(chunks).toString('utf8');
-      const head = text.split('\r\n\r\n', 1)[0] ?? '';
-      const headers: Record<string, string> = {};
-      for (const line of head.split('\r\n').slice(1)) {
-        const i = line.indexOf(':');
-        if (i > 0) headers[line.slice(0, i).toLowerCase()] = line.slice(i + 1).trim();
-      }
-      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
-      s.destroy();
-      resolve({ status, headers, body: text.slice(head.length + 4), closed, ms: performance.now() - t0 });
-    };
-    const timer = setTimeout(finish, ms);
-    s.on('data', (d) => chunks.push(d));
-    s.on('error', () => {});
-    s.on('close', () => { closed = true; finish(); });
-    s.on('connect', () => {
-      if (data.length > 0) s.write(data);
-      drive?.(s);
-    });
-  });
-}
 
 const request = (method: string, path: string, body?: string | Buffer, extra = '') => {
   const len = body === undefined ? '' : `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n`;

@@ -4,11 +4,12 @@
 // disconnects mid-prefill stops the work within one chunk, and afterwards a normal completion works.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import { loadModel, type LoadedModel } from '../src/runtime/load.js';
 import { WorldTokenizer } from '../src/tokenizer/index.js';
 import { createServer, type RwkvServer, type ServerOptions } from '../src/server/index.js';
 import { PrefillPacer } from '../src/server/pacing.js';
+import { raw } from './helpers/raw-http.js';
 
 // wasm: the pacing checks need a backend whose one-token call is well under 100 ms (js: ~60 ms, the head).
 const BACKEND = process.env.RWKV7_ABUSE_BACKEND === 'js' ? 'js' : 'wasm';
@@ -67,57 +68,6 @@ function assertApiError(text: string, status: number, code?: string): { message:
   assert.equal(j.error.type, status >= 500 ? 'server_error' : status === 429 ? 'rate_limit_error' : 'invalid_request_error');
   if (code) assert.equal(j.error.code, code, text);
   return j.error;
-}
-
-interface RawResult { status: number; headers: Record<string, string>; body: string; raw: string; closed: boolean; ms: number }
-
-/**
- * Writes `data` to a fresh loopback socket and collects what comes back until the server closes it or
- * `ms` pass. `onSocket` may keep writing (bounded by the caller).
- */
-function raw(port: number, data: string | Buffer, ms = 3000, onSocket?: (s: Socket) => void): Promise<RawResult> {
-  return new Promise((resolve) => {
-    const t0 = performance.now();
-    const s = connect(port, '127.0.0.1');
-    const chunks: Buffer[] = [];
-    let closed = false;
-    const finish = () => {
-      clearTimeout(timer);
-      const text = Buffer.concat(chunks).toString('utf8');
-      const head = text.split('\r\n\r\n', 1)[0] ?? '';
-      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
-      const headers: Record<string, string> = {};
-      for (const line of head.split('\r\n').slice(1)) {
-        const i = line.indexOf(':');
-        if (i > 0) headers[line.slice(0, i).toLowerCase()] = line.slice(i + 1).trim();
-      }
-      let body = text.slice(head.length + 4);
-      if (headers['transfer-encoding'] === 'chunked') body = dechunk(body);
-      s.destroy();
-      resolve({ status, headers, body, raw: text, closed, ms: performance.now() - t0 });
-    };
-    const timer = setTimeout(finish, ms);
-    s.on('data', (d) => chunks.push(d));
-    s.on('error', () => {});
-    s.on('close', () => { closed = true; finish(); });
-    s.on('connect', () => {
-      if (data.length > 0) s.write(data);
-      onSocket?.(s);
-    });
-  });
-}
-
-function dechunk(body: string): string {
-  let out = '';
-  let rest = body;
-  for (;;) {
-    const i = rest.indexOf('\r\n');
-    if (i < 0) return out;
-    const n = parseInt(rest.slice(0, i), 16);
-    if (!(n > 0)) return out;
-    out += rest.slice(i + 2, i + 2 + n);
-    rest = rest.slice(i + 2 + n + 2);
-  }
 }
 
 function post(url: string, path: string, body: unknown, signal?: AbortSignal): Promise<Response> {
