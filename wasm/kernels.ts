@@ -29,6 +29,7 @@ import { madd, hsum, lo64, hi64, hsum64, f4, finish64, finish, bf16lo, bf16hi, f
 import { widenBlocks } from './blocks';
 
 export { mv_q4, mv_q8, quant_x32 } from './blocks';
+export { bw_read } from './probe';
 
 // ---------------------------------------------------------------------------------------------------------------
 // mat-vec kernels: rows [lo, hi) of out[t, r] = act(W[r] · x[t] + bias[r]) for t < T (weights re-read per token)

@@ -69,7 +69,7 @@ class WMat implements Mat {
 
 interface Kernels {
   mv_f32: Function; mv_bf16: Function; mv_f16: Function; mv_i8: Function; mm: Function; wkv: Function; mmp: Function;
-  mv_q4: Function; mv_q8: Function;
+  mv_q4: Function; mv_q8: Function; bw_read: Function;
   quant_x(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
   quant_x32(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
   prefetch_distance(): number;
@@ -83,9 +83,9 @@ interface Kernels {
 }
 
 /** Kernels the thread pool can split, by op index. */
-const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv', 'mmp', 'mv_q4', 'mv_q8'] as const;
+const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv', 'mmp', 'mv_q4', 'mv_q8', 'bw_read'] as const;
 const OP_MV = [0, 1, 2, 3, 7, 8]; // by DTYPE_CODE
-const OP_MM = 4, OP_WKV = 5, OP_MMP = 6;
+const OP_MM = 4, OP_WKV = 5, OP_MMP = 6, OP_BW = 9;
 /** Matrices multiplied with blocked f64 accumulation in prefill (their errors are amplified by the state). */
 const BLOCKED = /receptance|\.(a1|a2)$/;
 /** Below this many multiply-adds an op runs on the main thread alone (a hand-off costs a few µs). */
@@ -401,6 +401,29 @@ export class WasmBackend implements Backend {
   bonusGate(y: Buf, r: Buf, k: Buf, v: Buf, rK: Buf, g: Buf, T: number, C: number, N: number): void {
     this.touch(p(y));
     this.k.bonus_gate(p(y), p(r), p(k), p(v), p(rK), p(g), T, C, N);
+  }
+
+  /**
+   * Memory read bandwidth (bytes/s) as the mat-vec kernels see it: the median of `reps` passes over a fresh
+   * `bytes`-byte buffer (much larger than the caches) on all threads. The buffer is freed again.
+   */
+  probeBandwidth(bytes = 256 << 20, reps = 5): number {
+    const n = Math.ceil(bytes / 4096) * 4096;
+    const ptr = this.alloc(n, 'bandwidth probe');
+    try {
+      this.views();
+      this.u8v.fill(1, ptr, ptr + n); // touch every page, so the passes read memory, not the zero page
+      const times: number[] = [];
+      for (let i = 0; i <= reps; i++) {
+        const t = performance.now();
+        this.pool.run(OP_BW, n, 4096, [ptr]);
+        if (i > 0) times.push(performance.now() - t); // the first pass warms the threads and TLBs
+      }
+      times.sort((a, b) => a - b);
+      return n / (times[times.length >> 1]! / 1e3);
+    } finally {
+      this.release(ptr, n);
+    }
   }
 
   async sync(): Promise<void> {}
