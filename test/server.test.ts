@@ -137,7 +137,7 @@ test('bad input: OpenAI error objects with the right status, never a crash', asy
   await apiError(await fetch(`${url}/v1/nope`, { headers: auth }), 404);
   await apiError(await fetch(`${url}/v1/completions`, { headers: auth }), 405); // GET on a POST route
   const cases: [string, unknown, string | null][] = [
-    ['/v1/chat/completions', { ...chatOk, n: 2 }, 'n'],
+    ['/v1/chat/completions', { ...chatOk, n: 99 }, 'n'],
     ['/v1/chat/completions', { ...chatOk, temperature: 'hot' }, 'temperature'],
     ['/v1/chat/completions', { ...chatOk, temperature: 3 }, 'temperature'],
     ['/v1/chat/completions', { ...chatOk, top_p: -0.1 }, 'top_p'],

@@ -6,6 +6,9 @@
 import type { Command } from 'commander';
 import { addModelOptions, loadModelFromFlags, parseInteger, parseNumber, type ModelFlags } from './common.js';
 import { createServer } from '../server/index.js';
+import { BATCH_DEFAULTS } from '../server/engine.js';
+import { createBackend } from '../backends/index.js';
+import { syntheticModel } from '../runtime/synthetic.js';
 import { NET_DEFAULTS } from '../server/hardening.js';
 import { UserError } from '../errors.js';
 import { loadInitialState } from '../model/state-file.js';
@@ -15,6 +18,9 @@ interface ServeFlags extends ModelFlags {
   port: number;
   apiKey?: string;
   maxConcurrency: number;
+  maxBatch: number;
+  batchTokens: number;
+  synthetic?: string;
   maxQueue: number;
   maxTokensCap: number;
   maxPromptTokens: number;
@@ -41,7 +47,10 @@ export function register(program: Command): void {
     .option('--host <addr>', 'address to bind (use 0.0.0.0 to accept other machines)', '127.0.0.1')
     .option('--port <n>', 'TCP port', parseInteger('--port', 0), 8000)
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1/* (default: $RWKV7_API_KEY, else no key)')
-    .option('--max-concurrency <n>', 'requests generating at once, interleaved token by token', parseInteger('--max-concurrency', 1), 4)
+    .option('--synthetic <size>', 'serve random weights of a real shape instead of a checkpoint: 0.1b, 0.4b or 1.5b (load tests; the text is noise)')
+    .option('--max-concurrency <n>', 'requests generating at once (admission; more wait in the queue). Their tokens share forward passes, so up to --max-batch this costs little per request: default 16, where aggregate decode speed stops growing (see --max-batch)', parseInteger('--max-concurrency', 1), 16)
+    .option('--max-batch <n>', `most sequences in one forward pass (continuous batching: every generating request's next token, plus prompts being prefilled; also the largest "n"). Default ${BATCH_DEFAULTS.maxBatch}: measured with "rwkv7 bench --batch B" (wasm, bf16, 2 threads, 2-core host), the bundled model decodes 201/213/314/410/553/574/461 tok/s in all at B = 1/2/4/8/16/32/64 and the 0.1B shape ~36 (B = 1) to ~70 (B = 8-32); 16 takes nearly all the gain while keeping one pass short`, parseInteger('--max-batch', 1), BATCH_DEFAULTS.maxBatch)
+    .option('--batch-tokens <n>', `most token rows in one forward pass, decode and prefill together (a prompt's prefill takes what the decode tokens leave, at most the time-based chunk of --prefill-slice-ms). Default ${BATCH_DEFAULTS.batchTokens}: the wasm backend's largest pass (more rows run as several passes), and it leaves ≥ 48 rows of prefill beside ${BATCH_DEFAULTS.maxBatch} decoders; should exceed --max-batch`, parseInteger('--batch-tokens', 1), BATCH_DEFAULTS.batchTokens)
     .option('--max-queue <n>', 'requests waiting for a slot before new ones get HTTP 429', parseInteger('--max-queue', 0), 64)
     .option('--max-tokens-cap <n>', 'largest max_tokens honoured (larger requests are clamped)', parseInteger('--max-tokens-cap', 1), 4096)
     .option('--max-prompt-tokens <n>', 'longest prompt accepted, in tokens', parseInteger('--max-prompt-tokens', 1), 16384)
@@ -61,17 +70,20 @@ export function register(program: Command): void {
       if (f.port > 65535) throw new UserError('--port must be ≤ 65535');
       if (f.headersTimeout > f.requestTimeout) throw new UserError('--headers-timeout must not exceed --request-timeout');
       const apiKey = f.apiKey ?? (process.env.RWKV7_API_KEY || undefined);
-      const loaded = await loadModelFromFlags(f);
+      if (f.synthetic && f.model) throw new UserError('give either --model or --synthetic, not both');
+      const loaded = f.synthetic ? await loadSynthetic(f) : await loadModelFromFlags(f);
       const log = f.quiet ? undefined : (line: string) => process.stderr.write(`rwkv7 serve: ${line}\n`);
       const states = (f.state ?? []).map((file) => loadInitialState(file, loaded.config));
       const app = createServer(loaded, {
         apiKey,
         maxConcurrency: f.maxConcurrency,
+        maxBatch: f.maxBatch,
+        batchTokens: f.batchTokens,
         maxQueue: f.maxQueue,
         maxTokensCap: f.maxTokensCap,
         maxPromptTokens: f.maxPromptTokens,
         stateCacheMb: f.stateCacheMb,
-        modelName: f.modelName,
+        modelName: f.modelName ?? (f.synthetic ? `synthetic-${f.synthetic.toLowerCase()}` : undefined),
         bodyLimit: f.bodyLimit,
         headersTimeout: f.headersTimeout,
         requestTimeout: f.requestTimeout,
@@ -92,7 +104,7 @@ export function register(program: Command): void {
       }
       process.stderr.write(
         `rwkv7 serve: model ${app.rwkv.modelName} (${loaded.model.backend.name}, ${loaded.model.backend.weightDType}) on ${address}/v1` +
-        `${apiKey ? ' (API key required)' : ''}; concurrency ${f.maxConcurrency}, queue ${f.maxQueue}, state cache ${f.stateCacheMb} MiB` +
+        `${apiKey ? ' (API key required)' : ''}; concurrency ${f.maxConcurrency}, batch ${f.maxBatch} sequences / ${f.batchTokens} tokens, queue ${f.maxQueue}, state cache ${f.stateCacheMb} MiB` +
         `${states.length ? `; states: ${states.map((st) => st.name).join(', ')}` : ''}; chat page at ${address}/\n`,
       );
 
@@ -112,4 +124,13 @@ export function register(program: Command): void {
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGTERM', () => stop('SIGTERM'));
     });
+}
+
+/** `--synthetic SIZE`: random weights of a real shape (bench/server-load.ts serves the 0.1B shape this way). */
+async function loadSynthetic(f: ServeFlags) {
+  const name = f.backend === 'auto' ? 'wasm' : f.backend;
+  const dtype = f.dtype ?? (name === 'js' ? 'f32' : 'bf16');
+  const backend = await createBackend(name, { dtype, threads: f.threads });
+  const { model, config } = syntheticModel(f.synthetic!, backend);
+  return { model, config, path: `synthetic:${f.synthetic!.toLowerCase()}` };
 }

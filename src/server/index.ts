@@ -7,14 +7,19 @@
  *   POST /v1/completions         text_completion, with or without `stream`
  *   POST /v1/chat/completions    chat.completion(.chunk): messages rendered with the RWKV-7 G1 template
  *
- * Concurrency and caching live in engine.ts / scheduler.ts / runtime/state-cache.ts; timeouts, connection caps and
- * framework errors in hardening.ts; keeping the event loop free while the model computes in pacing.ts. This file
- * maps HTTP to the engine: validation (validate.ts), API key, errors as OpenAI error objects (errors.ts), SSE
+ * Concurrency, batching and caching live in engine.ts / batcher.ts / scheduler.ts / runtime/state-cache.ts; timeouts,
+ * connection caps and framework errors in hardening.ts; keeping the event loop free while the model computes in
+ * pacing.ts. This file maps HTTP to the engine: validation (validate.ts), API key, errors as OpenAI error objects (errors.ts), SSE
  * streaming (sse.ts), client disconnects → AbortSignal, and draining on shutdown.
  *
  * Streaming responses send their headers only once the request has a slot and its prompt is processed: until
  * then a failure (429 queue full, 400 prompt too long, 503 shutting down) is still a proper HTTP status, and the
  * headers can report the cache hit (`x-rwkv7-cached-tokens`, `x-rwkv7-prefill-tokens`).
+ *
+ * `n` > 1: the prompt is prefilled once and the n choices decode side by side (engine.ts); choice i samples with
+ * `seed + i` when the request has a seed (`choiceSeed`), else with a random seed of its own. Streamed chunks carry
+ * `index` = i (each choice's pieces in order, the choices interleaved), each choice gets its own finish chunk when
+ * it ends; usage counts the prompt once and the completion tokens of every choice.
  */
 import { randomBytes, createHash, timingSafeEqual } from 'node:crypto';
 import { basename, extname } from 'node:path';
@@ -27,12 +32,12 @@ import { UserError } from '../errors.js';
 import { VERSION } from '../version.js';
 import { ApiError, errors, invalid } from './errors.js';
 import { parseRequest, type Endpoint, type GenRequest } from './validate.js';
-import { Engine, type PrefillInfo, type RunRequest, type RunResult } from './engine.js';
+import { BATCH_DEFAULTS, Engine, type PrefillInfo, type RunRequest, type RunResult } from './engine.js';
 import { AbortedError, QueueFullError } from './scheduler.js';
 import { SseWriter } from './sse.js';
 import { registerWeb, isWebPath } from './web.js';
 import { LogprobTrack, chatLogprobs, completionLogprobs } from './logprobs.js';
-import { constraintFromResponseFormat, type TokenConstraint } from '../runtime/constraint/index.js';
+import { constraintFromResponseFormat } from '../runtime/constraint/index.js';
 import type { TokenLogprob } from '../runtime/logprobs.js';
 import type { InitialState } from '../model/state-file.js';
 import { fastifyOptions, installJsonParser, limitConnections, netLimits, notFoundHandler, safeMessage, type NetLimits } from './hardening.js';
@@ -46,8 +51,12 @@ export interface ServerOptions extends Partial<NetLimits> {
   states?: readonly InitialState[];
   /** Require `Authorization: Bearer <apiKey>` on /v1/* when set. */
   apiKey?: string;
-  /** Requests generating at the same time, interleaved token by token (default 4). */
+  /** Requests generating at the same time, their tokens batched into shared forward passes (default 16). */
   maxConcurrency?: number;
+  /** Most sequences in one forward pass (default 16; also the largest `n`). */
+  maxBatch?: number;
+  /** Most token rows in one forward pass, decode and prefill together (default 64). */
+  batchTokens?: number;
   /** Requests waiting for a slot before new ones get 429 (default 64). */
   maxQueue?: number;
   /** Largest max_tokens honoured; larger values are clamped (default 4096). Also chat's default max_tokens. */
@@ -81,7 +90,9 @@ export interface RwkvServerInfo {
 export type RwkvServer = FastifyInstance & { rwkv: RwkvServerInfo };
 
 const DEFAULTS = {
-  maxConcurrency: 4,
+  maxConcurrency: 16,
+  maxBatch: BATCH_DEFAULTS.maxBatch,
+  batchTokens: BATCH_DEFAULTS.batchTokens,
   maxQueue: 64,
   maxTokensCap: 4096,
   maxPromptTokens: 16384,
@@ -131,7 +142,11 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
     cacheBytes: Math.floor(o.stateCacheMb * 1024 * 1024),
     cacheCompletions: o.cacheCompletions ?? true,
     sliceMs: o.prefillSliceMs,
+    maxBatch: o.maxBatch,
+    batchTokens: o.batchTokens,
   });
+  /** The largest `n`: every choice of a request fits one forward pass. */
+  const maxN = Math.min(MAX_N, o.maxBatch);
   const states = new Map<string, InitialState>();
   for (const st of o.states ?? []) {
     if (states.has(st.name)) throw new UserError(`two initial states are named '${st.name}' (${states.get(st.name)!.path} and ${st.path}); rename one file`);
@@ -198,15 +213,17 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
   const handle = (endpoint: Endpoint) => async (request: FastifyRequest, reply: FastifyReply) => {
     if (draining) throw errors.shuttingDown();
     const t0 = performance.now();
-    const req = parseRequest(endpoint, request.body, { maxTokensCap: o.maxTokensCap, vocabSize: model.config.vocabSize });
+    const req = parseRequest(endpoint, request.body, { maxTokensCap: o.maxTokensCap, vocabSize: model.config.vocabSize, maxN });
     try {
       validateSampling(req.sampling);
     } catch (e) {
       throw invalid((e as Error).message);
     }
-    let constraint: TokenConstraint | undefined;
+    let constraint: RunRequest['constraint'];
     try {
-      constraint = constraintFromResponseFormat(req.responseFormat, tokenizer);
+      const first = constraintFromResponseFormat(req.responseFormat, tokenizer);
+      // One constraint per choice (each tracks its own output); the first one has validated the format.
+      constraint = req.n > 1 && first ? (i: number) => (i === 0 ? first : constraintFromResponseFormat(req.responseFormat, tokenizer)) : first;
     } catch (e) {
       if (!(e instanceof UserError)) throw e;
       throw invalid(safeMessage(e.message), 'response_format', 'invalid_value');
@@ -234,7 +251,7 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
     inflight.add(ac);
     const id = `${endpoint === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     const logDone = (status: number, r?: RunResult, note = '') => log(
-      `${request.method} ${request.url} ${status}${req.stream ? ' stream' : ''} id=${id} prompt=${tokens.length}` +
+      `${request.method} ${request.url} ${status}${req.stream ? ' stream' : ''} id=${id}${req.n > 1 ? ` n=${req.n}` : ''} prompt=${tokens.length}` +
       (r ? ` cached=${r.cachedTokens} prefill=${r.prefillTokens} completion=${r.completionTokens} finish=${r.finishReason}` +
         ` queue=${r.queueMs.toFixed(0)}ms prefill=${r.prefillMs.toFixed(0)}ms decode=${r.decodeMs.toFixed(0)}ms` : '') +
       ` total=${(performance.now() - t0).toFixed(0)}ms${note}`,
@@ -244,11 +261,13 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
         await stream(endpoint, id, req, tokens, ac.signal, reply, logDone, { constraint, initial });
         return reply;
       }
-      const text = new Collector(endpoint === 'chat');
-      const lp = req.logprobs ? new LogprobTrack(tokenizer, req.logprobs.top) : undefined;
+      const texts = Array.from({ length: req.n }, () => new Collector(endpoint === 'chat'));
+      const lps = req.logprobs ? texts.map(() => new LogprobTrack(tokenizer, req.logprobs!.top)) : undefined;
       const r = await engine.run({
-        tokens, maxTokens: req.maxTokens, sampling: req.sampling, stop: stopsFor(endpoint, req), signal: ac.signal,
-        onText: (s) => { text.push(s); lp?.commit(); }, onToken: lp?.onToken, constraint, initial,
+        tokens, n: req.n, maxTokens: req.maxTokens, sampling: req.sampling, stop: stopsFor(endpoint, req), signal: ac.signal,
+        onText: (s, i) => { texts[i]!.push(s); lps?.[i]!.commit(); },
+        onToken: lps ? (t, l, i) => lps[i]!.onToken(t, l) : undefined,
+        constraint, initial,
       });
       if (r.finishReason === 'abort') {
         // Only a vanished client (or a shutdown past its grace period) aborts; nobody is left to answer.
@@ -259,17 +278,19 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
       logDone(200, r);
       void reply.headers(cacheHeaders(r));
       const usage = usageOf(r);
-      const finish = r.finishReason;
+      const finish = (i: number) => r.choices[i]!.finishReason;
       if (endpoint === 'chat') {
         return {
           id, object: 'chat.completion', created: now(), model: modelName, system_fingerprint: fingerprint,
-          choices: [{ index: 0, message: { role: 'assistant', content: text.text, refusal: null }, logprobs: lp ? chatLogprobs(lp.all) : null, finish_reason: finish }],
+          choices: texts.map((t, index) => ({
+            index, message: { role: 'assistant', content: t.text, refusal: null }, logprobs: lps ? chatLogprobs(lps[index]!.all) : null, finish_reason: finish(index),
+          })),
           usage,
         };
       }
       return {
         id, object: 'text_completion', created: now(), model: modelName, system_fingerprint: fingerprint,
-        choices: [{ text: text.text, index: 0, logprobs: lp ? completionLogprobs(lp.all, 0) : null, finish_reason: finish }],
+        choices: texts.map((t, index) => ({ text: t.text, index, logprobs: lps ? completionLogprobs(lps[index]!.all, 0) : null, finish_reason: finish(index) })),
         usage,
       };
     } catch (err) {
@@ -299,32 +320,35 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
       ? { id, object: 'chat.completion.chunk', created, model: modelName, system_fingerprint: fingerprint }
       : { id, object: 'text_completion', created, model: modelName, system_fingerprint: fingerprint };
     const extra = req.includeUsage ? { usage: null } : {};
-    const lp = req.logprobs ? new LogprobTrack(tokenizer, req.logprobs.top) : undefined;
-    let offset = 0; // completions' text_offset: where the next chunk's text starts in the completion
-    const chunk = (content: string | null, finish: string | null, first = false, lps?: TokenLogprob[]) => endpoint === 'chat'
-      ? { ...base, choices: [{ index: 0, delta: first ? { role: 'assistant', content: '' } : content === null ? {} : { content }, logprobs: lps ? chatLogprobs(lps) : null, finish_reason: finish }], ...extra }
-      : { ...base, choices: [{ text: content ?? '', index: 0, logprobs: lps ? completionLogprobs(lps, offset) : null, finish_reason: finish }], ...extra };
-    const text = new Collector(endpoint === 'chat');
+    const lps = req.logprobs ? Array.from({ length: req.n }, () => new LogprobTrack(tokenizer, req.logprobs!.top)) : undefined;
+    const offsets = new Array<number>(req.n).fill(0); // completions' text_offset: where each choice's next chunk starts
+    const chunk = (index: number, content: string | null, finish: string | null, first = false, lp?: TokenLogprob[]) => endpoint === 'chat'
+      ? { ...base, choices: [{ index, delta: first ? { role: 'assistant', content: '' } : content === null ? {} : { content }, logprobs: lp ? chatLogprobs(lp) : null, finish_reason: finish }], ...extra }
+      : { ...base, choices: [{ text: content ?? '', index, logprobs: lp ? completionLogprobs(lp, offsets[index]!) : null, finish_reason: finish }], ...extra };
+    const texts = Array.from({ length: req.n }, () => new Collector(endpoint === 'chat'));
     let started = false;
     let r: RunResult;
     try {
       r = await engine.run({
-        tokens, maxTokens: req.maxTokens, sampling: req.sampling, stop: stopsFor(endpoint, req), signal,
-        ...run, onToken: lp?.onToken,
+        tokens, n: req.n, maxTokens: req.maxTokens, sampling: req.sampling, stop: stopsFor(endpoint, req), signal,
+        ...run,
+        onToken: lps ? (t, l, i) => lps[i]!.onToken(t, l) : undefined,
         onStart: (info: PrefillInfo) => {
           // From here on the response belongs to us, not fastify.
           void reply.hijack();
           sse.open(cacheHeaders(info));
           started = true;
-          if (endpoint === 'chat') sse.send(chunk(null, null, true));
+          if (endpoint === 'chat') for (let i = 0; i < req.n; i++) sse.send(chunk(i, null, null, true));
         },
-        onText: (s) => {
-          const piece = text.push(s);
+        onText: (s, i) => {
+          const piece = texts[i]!.push(s);
           if (!piece) return;
           // The logprobs of the tokens whose text this is go with it.
-          sse.send(chunk(piece, null, false, lp?.commit()));
-          offset += piece.length;
+          sse.send(chunk(i, piece, null, false, lps?.[i]!.commit()));
+          offsets[i]! += piece.length;
         },
+        // Each choice's finish chunk as soon as it ends (OpenAI's order for n > 1).
+        onChoiceEnd: (c) => sse.send(chunk(c.index, null, c.finishReason)),
       });
     } catch (err) {
       if (!started) throw err; // still a normal HTTP error response
@@ -343,7 +367,6 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
       sse.end();
       return;
     }
-    sse.send(chunk(null, r.finishReason));
     if (req.includeUsage) sse.send({ ...base, choices: [], usage: usageOf(r) });
     sse.done();
     logDone(200, r);
@@ -376,6 +399,9 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
   });
   return app as unknown as RwkvServer;
 }
+
+/** The largest `n` any server accepts (each choice is a sequence of the batch; see --max-batch). */
+const MAX_N = 16;
 
 function now(): number {
   return Math.floor(Date.now() / 1000);

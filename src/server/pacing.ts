@@ -27,6 +27,14 @@
  * with chunks of ~10–20.
  */
 
+/*
+ * With continuous batching (batcher.ts) a forward call is a step: the decode tokens of every active generation
+ * plus prefill tokens of waiting prompts. The pacer observes every step (its rows and duration; decode rows cost
+ * a head row each, so b is then over- rather than under-estimated) and its chunk bounds the *prefill* tokens of
+ * one step: prefill adds at most about one slice to a step, whatever the decode tokens beside it cost. The chunk
+ * is also at most the step's token budget (`--batch-tokens`: the engine passes min(maxChunk, batchTokens)).
+ */
+
 /** Lets pending I/O (new connections, other requests, socket closes, timers) run. */
 export function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
@@ -81,7 +89,9 @@ export class PrefillPacer {
       return;
     }
     this.last = tokens;
-    if (this.c1 === undefined) return;
+    // A batched step of several sequences before any one-token call: a provisional (low) c1, so that the probe
+    // for b can follow; one-token steps correct it.
+    if (this.c1 === undefined) { this.c1 = ms / tokens; return; }
     this.c1 = Math.min(this.c1, ms);
     const per = Math.max(1e-3, (ms - this.c1) / (tokens - 1));
     this.b = this.b === undefined ? per : this.b + (per < this.b ? 0.5 : 0.1) * (per - this.b);

@@ -1,15 +1,15 @@
 /**
- * Concurrency control of the server. Two levels:
+ * Concurrency control of the server. Two levels (the third, batching the requests' forward passes, is batcher.ts):
  *
  * 1. `SlotQueue` — admission. At most `maxActive` requests generate at the same time; the others wait in a
  *    FIFO queue of at most `maxQueue` entries (beyond that a request is refused: HTTP 429). A waiting request
  *    whose client goes away leaves the queue at once; a finished request hands its slot to the oldest waiter.
  *
  * 2. `FifoLock` — execution. The model has one set of scratch buffers and the backend runs one forward pass at
- *    a time, so every backend operation (forward, state copy/free) runs under this lock. Waiters are served in
- *    arrival order; the active requests take the lock once per decoded token (and once per prefill chunk), so
- *    they interleave token by token, round-robin: N active streams each advance at ~1/N of the model's speed
- *    and a long prompt never blocks the others for more than one chunk.
+ *    a time, so every backend operation runs under this lock: each batcher step (one `forwardBatch` holding a
+ *    token of every active generation and chunks of the prompts being prefilled), and between steps the state
+ *    copies, cache inserts and frees of the requests. Waiters are served in arrival order, so a request's state
+ *    work waits at most for the step in progress.
  */
 
 /** Thrown by `SlotQueue.acquire` when the queue is full. */

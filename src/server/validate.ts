@@ -2,8 +2,8 @@
  * Parsing and validation of the OpenAI request bodies (`/v1/completions`, `/v1/chat/completions`) into one
  * normalized generation request. Every field is checked for type and range; a bad one is a 400 naming the
  * field (`param`). Unknown fields are ignored (clients send many optional extras); features this server does
- * not implement (n > 1, logprobs, echo, best_of, suffix, tools, logit_bias, ...) are refused explicitly rather
- * than silently ignored.
+ * not implement (echo, best_of, suffix, tools, logit_bias, ...) are refused explicitly rather than silently
+ * ignored. `n` (choices per request) is accepted up to the server's `maxN`.
  *
  * Sampling defaults: fields the client leaves out take the runtime's defaults for the mode (GENERATE_DEFAULTS
  * for completions, CHAT_DEFAULTS for chat — the official RWKV settings), not OpenAI's; a client that sends
@@ -21,12 +21,16 @@ export interface Limits {
   maxTokensCap: number;
   /** Vocabulary size (token-id prompts are checked against it). */
   vocabSize: number;
+  /** Largest `n` (choices per request) accepted (default 1). */
+  maxN?: number;
 }
 
 export interface GenRequest {
   endpoint: Endpoint;
   /** Prompt text (chat: the rendered G1 template), or token ids (completions only). */
   prompt: string | number[];
+  /** Choices to generate (OpenAI's `n`, 1 ≤ n ≤ maxN). */
+  n: number;
   maxTokens: number;
   sampling: SamplingOptions;
   /** The client's stop strings (chat adds the template's own). */
@@ -85,8 +89,6 @@ function parseStop(body: Json): string[] {
 
 /** Refuses fields that ask for something this server does not do. */
 function refuseUnsupported(body: Json, endpoint: Endpoint): void {
-  const n = int(body, 'n', 1, 128);
-  if (n !== undefined && n !== 1) throw invalid("only 'n' = 1 is supported", 'n', 'unsupported_value');
   const unsupported = (k: string, why = `'${k}' is not supported by this server`) => invalid(why, k, 'unsupported_parameter');
   const truthy = (k: string) => given(body, k) && body[k] !== false && body[k] !== 0;
   if (given(body, 'logit_bias') && !(isObject(body.logit_bias) && Object.keys(body.logit_bias).length === 0)) throw unsupported('logit_bias');
@@ -99,6 +101,17 @@ function refuseUnsupported(body: Json, endpoint: Endpoint): void {
       if (given(body, k) && !(Array.isArray(body[k]) && (body[k] as unknown[]).length === 0)) throw unsupported(k);
     }
   }
+}
+
+/** `n`: an integer from 1 to the server's cap (the choices of a request decode as one batch). */
+function parseN(body: Json, maxN: number): number {
+  if (!given(body, 'n')) return 1;
+  const v = body.n;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw invalid("'n' must be an integer", 'n', 'invalid_type');
+  if (v < 1 || v > maxN) {
+    throw invalid(`'n' must be between 1 and ${maxN} on this server (got ${v})`, 'n', v > maxN ? 'unsupported_value' : 'invalid_value');
+  }
+  return v;
 }
 
 /**
@@ -245,7 +258,7 @@ export function parseRequest(endpoint: Endpoint, body: unknown, limits: Limits):
     throw invalid("'state' must be the name of a loaded state (a string)", 'state', 'invalid_type');
   }
   return {
-    endpoint, prompt, maxTokens, sampling, stop: parseStop(body), stream, includeUsage,
+    endpoint, prompt, n: parseN(body, limits.maxN ?? 1), maxTokens, sampling, stop: parseStop(body), stream, includeUsage,
     logprobs: parseLogprobs(body, endpoint), responseFormat: parseResponseFormat(body),
     state: given(body, 'state') ? body.state as string : undefined,
   };
