@@ -12,6 +12,7 @@ import { createServer, type RwkvServer, type ServerOptions } from '../src/server
 import { Batcher, type StepInfo } from '../src/server/batcher.js';
 import { choiceSeed } from '../src/server/engine.js';
 import { AbortedError } from '../src/server/scheduler.js';
+import { PrefillPacer } from '../src/server/pacing.js';
 import type { BatchItem } from '../src/model/rwkv7.js';
 import type { State } from '../src/model/state.js';
 
@@ -168,6 +169,23 @@ test('batcher: an aborted waiting request leaves at once; a failed step rejects 
   const runs = b2.submit(Array.from({ length: 12 }, (_, i) => i + 1), fakeState('p'), { signal: ac2.signal, onProgress: () => ac2.abort() });
   await assert.rejects(runs, AbortedError);
   assert.equal(m2.steps.length, 1);
+});
+
+test('pacer with batched steps: decode-only steps measure the decode rows, mixed steps the prefill on top of them', () => {
+  const p = new PrefillPacer(64, 50);
+  const cost = (D: number, P: number) => 20 + (D - 1) * 5 + P * 4; // c1 = 20 ms, 5 ms per further decode row, 4 per prefill token
+  p.observe(1, 200); // cold
+  p.observe(1, 20);
+  p.observeStep(8, 0, cost(8, 0));
+  const sizes: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    const P = p.next(8);
+    sizes.push(P);
+    p.observeStep(8, P, cost(8, P));
+  }
+  // A probe, then the prefill that adds one 50 ms budget to the step: 50 / 4 = 12 tokens.
+  assert.deepEqual(sizes, [8, 12, 12, 12, 12, 12]);
+  assert.deepEqual(p.stats(), { chunk: 8, oneTokenMs: 20, perTokenMs: 4, perDecodeRowMs: 5 }); // alone: 1 + (50 − 20) / 4
 });
 
 test('choiceSeed: seed + i, wrapping at the end of the safe-integer range; no seed, no derived seed', () => {

@@ -13,7 +13,7 @@
  *      `batchTokens` rows; while a prompt waits, one sequence and one row stay reserved for prefill, so that a
  *      crowd of decoders cannot starve a new prompt;
  *   3. fills the rest with prefill: the oldest waiting prompts, up to `min(batchTokens − decode rows,
- *      prefillChunk())` tokens in all — `prefillChunk` is the time-based pacer's chunk (pacing.ts), so prefill adds
+ *      prefillChunk(decode rows))` tokens in all — `prefillChunk` is the time-based pacer's chunk (pacing.ts), so prefill adds
  *      at most about one slice to a step and a long prompt never stalls the decoders for long. A prompt longer than
  *      what a step gives it stays queued, at its place, with its remaining tokens (its promise resolves with the
  *      logits after its last token);
@@ -38,8 +38,11 @@ export interface BatcherOptions {
   maxBatch: number;
   /** Most token rows in one step: decode tokens plus prefill tokens (≥ 1). */
   batchTokens: number;
-  /** Most prefill tokens in one step (the pacer's chunk; default: no limit beyond batchTokens). Read every step. */
-  prefillChunk?: () => number;
+  /**
+   * Most prefill tokens in one step beside `decodeRows` decode tokens (the pacer's chunk; default: no limit beyond
+   * batchTokens). Asked every step.
+   */
+  prefillChunk?: (decodeRows: number) => number;
   /** Runs a step exclusively (the engine's model lock); default: directly. */
   exclusive?: <T>(fn: () => Promise<T>) => Promise<T>;
   /** Called after every successful step (the pacer's measurements, statistics). */
@@ -172,11 +175,11 @@ export class Batcher {
   private select(): { p: Pending; n: number }[] {
     const { maxBatch, batchTokens } = this.opts;
     const left = (p: Pending) => p.tokens.length - p.done;
-    const chunk = Math.max(1, Math.floor(this.opts.prefillChunk?.() ?? batchTokens));
+    const chunkFor = (decodeRows: number) => Math.max(1, Math.floor(this.opts.prefillChunk?.(decodeRows) ?? batchTokens));
     if (maxBatch === 1 || batchTokens === 1) {
       // No room to mix: the oldest request alone (decode steps and prefill chunks take turns, round-robin).
       const p = this.queue[0];
-      return p ? [{ p, n: Math.min(left(p), batchTokens, chunk) }] : [];
+      return p ? [{ p, n: Math.min(left(p), batchTokens, chunkFor(0)) }] : [];
     }
     const prefillWaiting = this.queue.some((p) => left(p) > 1);
     // While a prompt waits, keep one sequence and one row for it.
@@ -188,7 +191,7 @@ export class Batcher {
       if (picked.length >= seqCap || rows >= rowCap) break;
       if (left(p) === 1) { picked.push({ p, n: 1 }); rows++; }
     }
-    let prefill = Math.min(batchTokens - rows, chunk);
+    let prefill = Math.min(batchTokens - rows, chunkFor(rows));
     for (const p of this.queue) {
       if (picked.length >= maxBatch || prefill <= 0) break;
       const l = left(p);

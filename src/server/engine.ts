@@ -175,9 +175,9 @@ export class Engine {
     this.batcher = new Batcher(model, {
       maxBatch,
       batchTokens,
-      prefillChunk: () => this.pacer.next(),
+      prefillChunk: (decodeRows) => this.pacer.next(decodeRows),
       exclusive: (fn) => this.lock.run(fn),
-      onStep: (s) => this.pacer.observe(s.rows, s.ms),
+      onStep: (s) => this.pacer.observeStep(s.decodeRows, s.prefillRows, s.ms),
     });
   }
 
