@@ -27,18 +27,20 @@ let sinkQ: v128 = i32x4.splat(0);
  * One block's dot product, f32x4 partial sums: the 32 codes at wp with the block's x values at xp (32 int16 hi parts,
  * then 32 lo parts at xp + 64), as hi + lo·2^-16 (both integer sums exact).
  */
-@inline function dotBlock(wp: usize, xp: usize, q4: bool): v128 {
-  let a: v128, b: v128;
+@inline function dotBlock(wp: usize, xp: usize, q4: bool, m15: v128, m8: v128): v128 {
+  let w0: v128, w1: v128, w2: v128, w3: v128;
   if (q4) {
+    // bytes widened to u16 first, so each nibble comes out with one and or one 16-bit shift, then q − 8 in 16 bits
+    // (x86 has no 8-bit shift; the constants are the caller's, set up once outside the loops)
     const v = v128.load(wp);
-    a = i8x16.sub(v128.and(v, i8x16.splat(15)), i8x16.splat(8)); // elements 0..15
-    b = i8x16.sub(i8x16.shr_u(v, 4), i8x16.splat(8)); // elements 16..31
+    const l = i16x8.extend_low_i8x16_u(v), h = i16x8.extend_high_i8x16_u(v);
+    w0 = i16x8.sub(v128.and(l, m15), m8); w1 = i16x8.sub(v128.and(h, m15), m8); // elements 0..7, 8..15
+    w2 = i16x8.sub(i16x8.shr_u(l, 4), m8); w3 = i16x8.sub(i16x8.shr_u(h, 4), m8); // elements 16..23, 24..31
   } else {
-    a = v128.load(wp);
-    b = v128.load(wp, 16);
+    const a = v128.load(wp), b = v128.load(wp, 16);
+    w0 = i16x8.extend_low_i8x16_s(a); w1 = i16x8.extend_high_i8x16_s(a);
+    w2 = i16x8.extend_low_i8x16_s(b); w3 = i16x8.extend_high_i8x16_s(b);
   }
-  const w0 = i16x8.extend_low_i8x16_s(a), w1 = i16x8.extend_high_i8x16_s(a);
-  const w2 = i16x8.extend_low_i8x16_s(b), w3 = i16x8.extend_high_i8x16_s(b);
   const hi = i32x4.add(
     i32x4.add(i32x4.dot_i16x8_s(w0, v128.load(xp)), i32x4.dot_i16x8_s(w1, v128.load(xp, 16))),
     i32x4.add(i32x4.dot_i16x8_s(w2, v128.load(xp, 32)), i32x4.dot_i16x8_s(w3, v128.load(xp, 48))));
@@ -53,7 +55,7 @@ let sinkQ: v128 = i32x4.splat(0);
  * Each block's two i32 sums are exact and combined in f32, so x enters with about f32 precision.
  */
 @inline function pairBlocks(out: usize, xt: usize, xst: usize, W: usize, K: i32, sc: usize, ra: i32, rb: i32, both: bool,
-  bias: usize, act: i32, acc: i32, q4: bool, mul: v128): v128 {
+  bias: usize, act: i32, acc: i32, q4: bool, mul: v128, m15: v128, m8: v128): v128 {
   const nb = <usize>(K >> 5);
   const rowBytes: usize = q4 ? <usize>K >> 1 : <usize>K;
   const bb: usize = q4 ? 16 : 32; // code bytes per block
@@ -67,14 +69,15 @@ let sinkQ: v128 = i32x4.splat(0);
     const pa = wa + g * bb, pb = wb + g * bb, xp = xt + (g << 7);
     pf = ahead(pf, pa, pb);
     if (!q4) pf = ahead(pf, pa + 64, pb + 64);
-    fa = madd(dotBlock(pa, xp, q4), v128.shuffle<f32>(ca, ca, 0, 0, 0, 0), fa);
-    fb = madd(dotBlock(pb, xp, q4), v128.shuffle<f32>(cb, cb, 0, 0, 0, 0), fb);
-    fa = madd(dotBlock(pa + bb, xp + 128, q4), v128.shuffle<f32>(ca, ca, 1, 1, 1, 1), fa);
-    fb = madd(dotBlock(pb + bb, xp + 128, q4), v128.shuffle<f32>(cb, cb, 1, 1, 1, 1), fb);
-    fa = madd(dotBlock(pa + 2 * bb, xp + 256, q4), v128.shuffle<f32>(ca, ca, 2, 2, 2, 2), fa);
-    fb = madd(dotBlock(pb + 2 * bb, xp + 256, q4), v128.shuffle<f32>(cb, cb, 2, 2, 2, 2), fb);
-    fa = madd(dotBlock(pa + 3 * bb, xp + 384, q4), v128.shuffle<f32>(ca, ca, 3, 3, 3, 3), fa);
-    fb = madd(dotBlock(pb + 3 * bb, xp + 384, q4), v128.shuffle<f32>(cb, cb, 3, 3, 3, 3), fb);
+    // One block per inner iteration, its d·s in lane 0 (rotated in): a loop body per block keeps the compiler
+    // from hoisting all 4 blocks' loads ahead of their use (which spilled most registers).
+    let da = ca, db = cb;
+    for (let j: usize = 0; j < 4; j++) {
+      fa = madd(dotBlock(pa + j * bb, xp + (j << 7), q4, m15, m8), v128.shuffle<f32>(da, da, 0, 0, 0, 0), fa);
+      fb = madd(dotBlock(pb + j * bb, xp + (j << 7), q4, m15, m8), v128.shuffle<f32>(db, db, 0, 0, 0, 0), fb);
+      da = v128.shuffle<f32>(da, da, 1, 2, 3, 0);
+      db = v128.shuffle<f32>(db, db, 1, 2, 3, 0);
+    }
   }
   finish(out + f4(<usize>ra), hsum(fa), bias, ra, act, acc);
   if (both) finish(out + f4(<usize>rb), hsum(fb), bias, rb, act, acc);
@@ -83,16 +86,17 @@ let sinkQ: v128 = i32x4.splat(0);
 
 @inline function mvBlocks(lo: i32, hi: i32, out: usize, xq: usize, W: usize, K: i32, T: i32, xsc: usize, os: i32, bias: usize,
   act: i32, acc: i32, rows: i32, sc: usize, shift: i32, q4: bool): void {
-  const mul = f16mul(shift);
+  const mul = f16mul(shift), m15 = i16x8.splat(15), m8 = i16x8.splat(8);
   if (hi > rows) hi = rows;
   const h = (hi - lo + 1) >> 1;
   let pf = i32x4.splat(0);
+  const nb = <usize>(K >> 5);
   for (let t = 0; t < T; t++) {
-    const xt = xq + ((<usize>t * <usize>K) << 2), xst = xsc + ((<usize>t * <usize>(K >> 5)) << 2);
+    const xt = xq + ((<usize>t * <usize>K) << 2), xst = xsc + ((<usize>t * nb) << 2);
     const ot = out + f4(<usize>(t * os));
     for (let i = 0; i < h; i++) {
       const rb = lo + h + i;
-      pf = v128.or(pf, pairBlocks(ot, xt, xst, W, K, sc, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, q4, mul));
+      pf = v128.or(pf, pairBlocks(ot, xt, xst, W, K, sc, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, q4, mul, m15, m8));
     }
   }
   sinkQ = v128.or(sinkQ, pf);

@@ -171,9 +171,13 @@ export class WasmBackend implements Backend {
   /** Largest padded K of any matrix; sizes the per-op scratch. */
   private maxK = 0;
   private scratch = { tile: 0, tileStride: 0, xpad: 0, xq: 0, xsc: 0, bytes: 0 };
-  /** Residual buffers of `decay` outputs (by buffer pointer), and the one whose residual is current. */
+  /**
+   * Residual buffers of `decay` outputs (by buffer pointer), and the buffers whose residual is current (pointer →
+   * residual pointer): a `decay` output, or a copy of one (the model copies a batch's later sequences into scratch
+   * rows for the WKV; the residual travels with the values, so each sequence's WKV sees what it sees alone).
+   */
   private readonly decaySide = new Map<number, WBuf>();
-  private decayLo?: { ptr: number; side: number };
+  private readonly decayLive = new Map<number, number>();
 
   constructor(
     readonly weightDType: WeightDType,
@@ -260,6 +264,23 @@ export class WasmBackend implements Backend {
     this.views();
     const s = (src as WBuf).ptr / 4 + srcOffset;
     this.f32v.copyWithin((dst as WBuf).ptr / 4 + dstOffset, s, s + length);
+    const lo = this.decayLive.get(p(src));
+    if (lo !== undefined) {
+      const side = this.sideOf(dst);
+      const r = lo / 4 + srcOffset;
+      this.f32v.copyWithin(side / 4 + dstOffset, r, r + length);
+      this.decayLive.set(p(dst), side);
+    }
+  }
+
+  /** The residual buffer of `b` (allocated on first use). */
+  private sideOf(b: Buf): number {
+    let side = this.decaySide.get(p(b));
+    if (!side) {
+      this.decaySide.set(p(b), (side = this.buffer(b.length) as WBuf));
+      this.views();
+    }
+    return side.ptr;
   }
 
   matrix(m: HostMatrix): Mat {
@@ -367,15 +388,14 @@ export class WasmBackend implements Backend {
   }
 
   decay(w: Buf, w0: Buf, T: number, C: number): void {
-    let side = this.decaySide.get(p(w));
-    if (!side) this.decaySide.set(p(w), (side = this.buffer(w.length) as WBuf));
-    this.k.decay(p(w), p(w0), T, C, side.ptr);
-    this.decayLo = { ptr: p(w), side: side.ptr };
+    const side = this.sideOf(w);
+    this.k.decay(p(w), p(w0), T, C, side);
+    this.decayLive.set(p(w), side);
   }
 
   /** Forget the decay residual of a buffer that is being overwritten. */
   private touch(ptr: number): void {
-    if (this.decayLo?.ptr === ptr) this.decayLo = undefined;
+    this.decayLive.delete(ptr);
   }
 
   lerpInPlace(x: Buf, target: Buf, gate: Buf, length: number): void {
@@ -394,7 +414,7 @@ export class WasmBackend implements Backend {
     if (N > 256) throw new UserError(`the wasm backend supports head sizes up to 256 (got ${N})`);
     const parallel = T * C * N >= PAR_MIN_MACS / 4 ? 1 : 0;
     this.touch(p(S)); this.touch(p(y));
-    const wlo = this.decayLo?.ptr === p(w) ? this.decayLo.side : 0;
+    const wlo = this.decayLive.get(p(w)) ?? 0;
     this.par(OP_WKV, H, 1, parallel, [p(S), p(r), p(w), p(k), p(v), p(kk), p(a), p(y), T, C, N, wlo, this.scratch.tile], 12, this.scratch.tileStride);
   }
 
