@@ -1,54 +1,30 @@
 /**
- * Checkpoint load benchmark: a 0.1B-shaped RWKV-7 (12 layers, 768 wide, vocab 65536, FFN 3072,
- * LoRA 64/64/32/128; 382 MB as bf16) written as a torch-style .pth to /tmp, then, in a fresh process per
- * mode, opened and every tensor read to f32:
- *   keep    - the f32 tensors are kept (what a model load does): peak RSS ~ f32 size + one tensor in flight
- *   stream  - each f32 tensor is dropped after reading: peak RSS shows the file is never held in memory
+ * Checkpoint load benchmark on a 0.1B-shaped RWKV-7 (12 layers, 768 wide, vocab 65536, FFN 3072, LoRA 64/64/32/128;
+ * 382 MB as bf16), a random-weight release-layout .pth in the temp folder (bench/synthetic-pth.ts; built once):
  *
- *   npx tsx bench/load.ts            (builds /tmp/rwkv7-bench-0.1b.pth once, then measures both modes)
+ * 1. Reading, in a fresh process per mode, every tensor opened and read to f32:
+ *      keep    - the f32 tensors are kept: peak RSS ~ f32 size + one tensor in flight
+ *      stream  - each f32 tensor is dropped after reading: peak RSS shows the file is never held in memory
+ * 2. The whole command (the issue-15 figure): `rwkv7 generate --model FILE --max-tokens 1` from start to exit, warm
+ *    page cache, for bf16 and int8 weights on the wasm backend: wall time and peak RSS by `/usr/bin/time -f '%e %M'`
+ *    (wall time alone where it is missing), median of --runs (default 5) fresh processes; then the same load
+ *    in-process (`loadModel`, no CLI start-up, tokenizer or forward pass) for where the time goes.
+ *    Runs the built CLI (dist/cli/main.js: `npm run build` first).
+ *
+ *   npx tsx bench/load.ts [--runs N] [--model FILE]
  */
 import * as fs from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { openCheckpoint, toFloat32 } from '../src/formats/index.js';
 import { configFromCheckpoint } from '../src/model/config.js';
-import { writePth, tensor, type PthTensor } from '../test/helpers/pth-writer.js';
+import { syntheticPth } from './synthetic-pth.js';
 
-const FILE = '/tmp/rwkv7-bench-0.1b.pth';
-
-function build(): void {
-  const L = 12, C = 768, V = 65536, F = 3072, H = 12, N = 64;
-  const R = { w: 64, a: 64, v: 32, g: 128 };
-  let seed = 12345;
-  // Random small bf16 values (sign, exponent ~2^-8..2^-1, random mantissa), generated per tensor on write.
-  const bf16 = (n: number) => () => {
-    const u = new Uint16Array(n);
-    for (let i = 0; i < n; i++) {
-      seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-      u[i] = (seed >>> 16 & 0x8000) | ((0x77 + (seed >>> 8 & 7)) << 7) | (seed & 0x7f);
-    }
-    return new Uint8Array(u.buffer);
-  };
-  const t: PthTensor[] = [];
-  const add = (name: string, shape: number[]) => t.push(tensor(name, 'BF16', shape, bf16(shape.reduce((a, b) => a * b, 1)), String(t.length)));
-  add('emb.weight', [V, C]);
-  for (let i = 0; i < L; i++) {
-    const b = `blocks.${i}.`;
-    if (i === 0) { add(`${b}ln0.weight`, [C]); add(`${b}ln0.bias`, [C]); }
-    add(`${b}ln1.weight`, [C]); add(`${b}ln1.bias`, [C]); add(`${b}ln2.weight`, [C]); add(`${b}ln2.bias`, [C]);
-    for (const x of ['x_r', 'x_w', 'x_k', 'x_v', 'x_a', 'x_g', 'w0']) add(`${b}att.${x}`, [1, 1, C]);
-    add(`${b}att.w1`, [C, R.w]); add(`${b}att.w2`, [R.w, C]);
-    add(`${b}att.a0`, [1, 1, C]); add(`${b}att.a1`, [C, R.a]); add(`${b}att.a2`, [R.a, C]);
-    if (i > 0) { add(`${b}att.v0`, [1, 1, C]); add(`${b}att.v1`, [C, R.v]); add(`${b}att.v2`, [R.v, C]); }
-    add(`${b}att.g1`, [C, R.g]); add(`${b}att.g2`, [R.g, C]);
-    add(`${b}att.k_k`, [1, 1, C]); add(`${b}att.k_a`, [1, 1, C]); add(`${b}att.r_k`, [H, N]);
-    for (const p of ['receptance', 'key', 'value', 'output']) add(`${b}att.${p}.weight`, [C, C]);
-    add(`${b}att.ln_x.weight`, [C]); add(`${b}att.ln_x.bias`, [C]);
-    add(`${b}ffn.x_k`, [1, 1, C]); add(`${b}ffn.key.weight`, [F, C]); add(`${b}ffn.value.weight`, [C, F]);
-  }
-  add('ln_out.weight', [C]); add('ln_out.bias', [C]); add('head.weight', [V, C]);
-  writePth(FILE, t, { top: 'rwkv7-bench-0.1b' });
-}
+const args = process.argv.slice(2);
+const opt = (name: string): string | undefined => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : undefined; };
+const FILE = opt('model') ?? syntheticPth('0.1b');
+const RUNS = Number(opt('runs') ?? 5);
+const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
 
 function measure(mode: 'keep' | 'stream'): void {
   const rss0 = process.memoryUsage().rss;
@@ -72,19 +48,61 @@ function measure(mode: 'keep' | 'stream'): void {
     `${cfg.nLayer}L x ${cfg.nEmbd}, ${(elements / 1e6).toFixed(1)} M params`);
 }
 
-const mode = process.argv[2];
+/** In-process: loadModel on the wasm backend with `dtype`, timed (run in a fresh process). */
+async function inProcess(dtype: 'bf16' | 'int8'): Promise<void> {
+  const t0 = performance.now();
+  // the built module (as the CLI runs it) when there is one
+  const built = new URL('../dist/runtime/load.js', import.meta.url);
+  const { loadModel } = (fs.existsSync(built) ? await import(built.href) : await import('../src/runtime/load.js')) as typeof import('../src/runtime/load.js');
+  const t1 = performance.now();
+  const { model } = await loadModel(FILE, { backend: 'wasm', dtype });
+  const t2 = performance.now();
+  console.log(`  in-process ${dtype.padEnd(4)}: import ${(t1 - t0).toFixed(0)} ms, loadModel ${(t2 - t1).toFixed(0)} ms, ` +
+    `peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB`);
+  await model.backend.dispose();
+}
+
+const mode = args[0];
 if (mode === 'keep' || mode === 'stream') {
   measure(mode);
+} else if (mode === 'in-process') {
+  await inProcess(args[1] as 'bf16' | 'int8');
 } else {
-  if (!fs.existsSync(FILE)) {
-    const t0 = performance.now();
-    build();
-    console.log(`wrote ${FILE} (${(fs.statSync(FILE).size / 2 ** 20).toFixed(0)} MB) in ${(performance.now() - t0).toFixed(0)} ms`);
-  }
   console.log(`file: ${FILE}, ${(fs.statSync(FILE).size / 1e6).toFixed(0)} MB`);
   // Fresh processes so peak RSS belongs to the load alone.
   const self = fileURLToPath(import.meta.url);
   for (const m of ['keep', 'stream']) {
-    process.stdout.write(execFileSync(process.execPath, ['--import', 'tsx', self, m], { encoding: 'utf8' }));
+    process.stdout.write(execFileSync(process.execPath, ['--import', 'tsx', self, m, '--model', FILE], { encoding: 'utf8' }));
+  }
+  const cli = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+  if (!fs.existsSync(cli)) {
+    console.log('dist/cli/main.js is missing: npm run build, then run again for the generate figures');
+  } else {
+    const time = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
+    console.log(`\nrwkv7 generate --model FILE --max-tokens 1 (wasm), start to exit, median of ${RUNS}${time ? '' : ' (no /usr/bin/time: no RSS)'}:`);
+    for (const dtype of ['bf16', 'int8'] as const) {
+      const cmd = [cli, 'generate', '--model', FILE, '--max-tokens', '1', '--prompt', 'Hi', '--backend', 'wasm', '--dtype', dtype, '-q'];
+      const wall: number[] = [], rss: number[] = [];
+      for (let i = 0; i < RUNS; i++) {
+        const t0 = performance.now();
+        const r = time
+          ? spawnSync(time, ['-f', '%e %M', process.execPath, ...cmd], { encoding: 'utf8' })
+          : spawnSync(process.execPath, cmd, { encoding: 'utf8' });
+        const ms = performance.now() - t0;
+        if (r.status !== 0) throw new Error(`generate failed: ${r.stderr}`);
+        if (time) {
+          const m = /([\d.]+) (\d+)\s*$/.exec(r.stderr.trim());
+          if (!m) throw new Error(`unexpected /usr/bin/time output: ${r.stderr}`);
+          wall.push(Number(m[1])); rss.push(Number(m[2]) / 1024);
+        } else {
+          wall.push(ms / 1000);
+        }
+      }
+      console.log(`  ${dtype.padEnd(4)}: ${median(wall).toFixed(2)} s (${wall.map((w) => w.toFixed(2)).join(', ')})` +
+        (rss.length ? `, peak RSS ${median(rss).toFixed(0)} MB (max ${Math.max(...rss).toFixed(0)})` : ''));
+    }
+    for (const dtype of ['bf16', 'int8']) {
+      process.stdout.write(execFileSync(process.execPath, ['--import', 'tsx', self, 'in-process', dtype, '--model', FILE], { encoding: 'utf8' }));
+    }
   }
 }

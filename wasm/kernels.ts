@@ -30,6 +30,7 @@ import { widenBlocks } from './blocks';
 
 export { mv_q4, mv_q8, quant_x32 } from './blocks';
 export { bw_read } from './probe';
+export { quant_i8_bf16 } from './load';
 
 // ---------------------------------------------------------------------------------------------------------------
 // mat-vec kernels: rows [lo, hi) of out[t, r] = act(W[r] · x[t] + bias[r]) for t < T (weights re-read per token)

@@ -21,7 +21,7 @@
  * q4/q8_0 the source's own 16/32-bit type, or its ggml blocks when the file has them quantized).
  */
 import type { HostMatrix, WeightDType } from './kernels.js';
-import { hostMatrixReader } from './host-matrix.js';
+import { bf16ToNumber, f16ToNumber } from '../formats/dtype.js';
 import { GGML_TYPE, SUPPORTED_TYPES, dequantize, quantizeQ4_0, quantizeQ8_0 } from '../formats/gguf-quant.js';
 
 /** Columns per scale (wasm/kernels.ts assumes 64). */
@@ -85,15 +85,23 @@ export function matrixBlocks(m: HostMatrix, dtype: BlockDType): Uint8Array {
     if (m.blocks.type === GGML_NAME[dtype]) return m.blocks.data;
     if (dtype === 'q8_0') return q4ToQ8(m.blocks.data);
   }
-  const get = hostMatrixReader(m);
   const quant = dtype === 'q4' ? quantizeQ4_0 : quantizeQ8_0;
   const row = new Float32Array(nb * QBLOCK);
   const out = new Uint8Array(m.rows * nb * BB);
   for (let r = 0; r < m.rows; r++) {
-    for (let c = 0; c < m.cols; c++) row[c] = get(r * m.cols + c);
+    hostRow(m, r, row);
     out.set(quant(row), r * nb * BB);
   }
   return out;
+}
+
+/** Row r of a host matrix as numbers into out[0, cols) (the rest of out is left as it is). */
+export function hostRow(m: HostMatrix, r: number, out: Float32Array | Float64Array): void {
+  const cols = m.cols, sb = r * cols;
+  if (m.dtype === 'F32') { out.set(m.data.subarray(sb, sb + cols)); return; }
+  const d = m.data;
+  if (m.dtype === 'BF16') for (let c = 0; c < cols; c++) out[c] = bf16ToNumber(d[sb + c]!);
+  else for (let c = 0; c < cols; c++) out[c] = f16ToNumber(d[sb + c]!);
 }
 
 /** Q4_0 blocks as Q8_0 blocks of the same values (d kept, q - 8 as int8). */

@@ -32,6 +32,10 @@ export interface BenchResult {
   decode_gb_s: number;
   /** Present when the batch is larger than 1: prefill_tok_s and decode_tok_s are then summed over the sequences. */
   batch?: number;
+  /** wasm: memory read bandwidth probed on this backend instance (its threads), GB/s (WasmBackend.probeBandwidth). */
+  bandwidth_gb_s?: number;
+  /** wasm: decode_gb_s as a percentage of bandwidth_gb_s. */
+  decode_bw_pct?: number;
 }
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
@@ -93,6 +97,10 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     state.free();
     const wb = weightBytes(model, config, dtype);
     const decode = median(dec);
+    const decodeGbS = (wb * decode) / B / 1e9;
+    // The memory bandwidth this backend's threads get (wasm only; once per instance, after the timed runs).
+    const probe = (model.backend as { probeBandwidth?: () => number }).probeBandwidth;
+    const bw = typeof probe === 'function' ? probe.call(model.backend) / 1e9 : undefined;
     return {
       backend: model.backend.name,
       dtype,
@@ -101,8 +109,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       decode_tok_s: decode,
       weight_bytes_per_token: wb,
       // Weights are read once per pass: B tokens per pass share one read.
-      decode_gb_s: (wb * decode) / B / 1e9,
+      decode_gb_s: decodeGbS,
       ...(B > 1 ? { batch: B } : {}),
+      ...(bw ? { bandwidth_gb_s: bw, decode_bw_pct: (100 * decodeGbS) / bw } : {}),
     };
   } finally {
     await model.backend.dispose();
@@ -119,7 +128,7 @@ const int = (name: string) => (v: string): number => {
 export function register(program: Command): void {
   program
     .command('bench')
-    .description('measure prefill and decode speed (tokens/s, weight bytes read per token, implied GB/s)')
+    .description('measure prefill and decode speed (tokens/s, weight bytes read per token, implied GB/s and, on wasm, its share of the probed memory bandwidth)')
     .option('--model <path>', 'model checkpoint (default: the bundled model)')
     .option('--synthetic <size>', 'random weights of a real shape instead of a file: 0.1b, 0.4b or 1.5b')
     .option('--backend <name>', 'auto, js, wasm or webgpu', 'auto')
@@ -141,11 +150,13 @@ export function register(program: Command): void {
         return;
       }
       const what = o.synthetic ? `synthetic ${o.synthetic}` : (o.model ?? 'bundled model');
+      const bw = r.bandwidth_gb_s !== undefined ? r : undefined;
       process.stdout.write(
         `${what}: backend ${r.backend}, dtype ${r.dtype}, ${r.threads} thread(s)${r.batch ? `, batch ${r.batch} (aggregate rates)` : ''}\n` +
         `  prefill ${r.prefill_tok_s.toFixed(1)} tok/s (${o.prefill} tokens)\n` +
-        `  decode  ${r.decode_tok_s.toFixed(1)} tok/s (${o.decode} tokens)\n` +
-        `  weights read per token ${(r.weight_bytes_per_token / 1e6).toFixed(1)} MB → ${r.decode_gb_s.toFixed(2)} GB/s\n`,
+        `  decode  ${r.decode_tok_s.toFixed(1)} tok/s (${o.decode} tokens)${bw ? `: ${bw.decode_bw_pct!.toFixed(0)}% of the memory bandwidth` : ''}\n` +
+        `  weights read per token ${(r.weight_bytes_per_token / 1e6).toFixed(1)} MB → ${r.decode_gb_s.toFixed(2)} GB/s` +
+        (bw ? ` of ${bw.bandwidth_gb_s!.toFixed(1)} GB/s probed with ${r.threads} thread(s) (${bw.decode_bw_pct!.toFixed(0)}%)\n` : '\n'),
       );
     });
 }

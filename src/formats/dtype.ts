@@ -97,7 +97,13 @@ export function checkTensorSize(file: string, tensor: string, shape: readonly nu
 /** Reads a tensor and decodes it to f32 (refusing, before reading, a tensor too large to hold: see MAX_TENSOR_BYTES). */
 export function toFloat32(ref: TensorRef): Float32Array {
   checkTensorSize('tensor data', ref.name, ref.shape, ref.dtype, DTYPE_BYTES[ref.dtype] ?? 8);
-  return bytesToFloat32(ref.dtype, ref.read());
+  const bytes = ref.read();
+  // f32 bytes that are a whole fresh buffer of their own (TensorRef.read's contract) are used as they are, not copied
+  if (ref.dtype === 'F32' && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.byteLength % 4 === 0 &&
+      !(typeof SharedArrayBuffer !== 'undefined' && bytes.buffer instanceof SharedArrayBuffer)) {
+    return new Float32Array(bytes.buffer, 0, bytes.byteLength / 4);
+  }
+  return bytesToFloat32(ref.dtype, bytes);
 }
 
 const scalarF32 = new Float32Array(1);

@@ -45,6 +45,19 @@ export function findNonFinite16(bits: Uint16Array, dtype: 'BF16' | 'F16'): NonFi
   const exp = EXP16[dtype];
   const n = bits.length;
   let i = 0;
+  if (bits.byteOffset % 4 === 0) {
+    // Two values per 32-bit word: (h & exp) + the exponent's lowest bit reaches bit 15 exactly when the exponent is
+    // all ones (and never carries into the other half). Stops at the first word holding one; the loop below finds it.
+    const w = new Uint32Array(bits.buffer, bits.byteOffset, n >> 1);
+    const m2 = (exp | (exp << 16)) >>> 0, one = (exp & -exp) * 0x10001;
+    let j = 0;
+    const end4 = w.length & ~3;
+    for (; j < end4; j += 4) {
+      const t = (((w[j]! & m2) + one) | ((w[j + 1]! & m2) + one) | ((w[j + 2]! & m2) + one) | ((w[j + 3]! & m2) + one));
+      if (t & 0x80008000) break;
+    }
+    i = 2 * j;
+  }
   while (i < n && (bits[i]! & exp) !== exp) i++;
   if (i === n) return undefined;
   const h = bits[i]!;

@@ -17,8 +17,8 @@ import { ThreadPool } from './pool.js';
 import { platform, type AssetName } from '../../platform/index.js';
 import { INT8_GROUP, QBLOCK, storageDType } from '../quant.js';
 import {
-  DTYPE_CODE, HEAP_BASE, PREFETCH_PAD, WASM_MAX_BYTES, blockCodeBytes, layout16, layoutBlocks, layoutF32, layoutInt8, matrixBytes,
-  paddedCols, paddedRows,
+  DTYPE_CODE, HEAP_BASE, LOAD_STAGE_BYTES, PREFETCH_PAD, WASM_MAX_BYTES, blockCodeBytes, layout16, layoutBlocks, layoutF32, layoutInt8, matrixBytes,
+  paddedCols, paddedRows, type WasmLoader,
 } from './layout.js';
 
 export { matrixBytes, WASM_MAX_BYTES } from './layout.js';
@@ -73,6 +73,7 @@ interface Kernels {
   quant_x(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
   quant_x32(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
   prefetch_distance(): number;
+  quant_i8_bf16(q: number, sc: number, src: number, rows: number, cols: number, K: number): number;
   pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
   layer_norm(out: number, x: number, w: number, b: number, T: number, n: number, groups: number, eps: number): void;
   shift_lerp(out: number, x: number, shift: number, mix: number, T: number, C: number): void;
@@ -178,6 +179,8 @@ export class WasmBackend implements Backend {
    */
   private readonly decaySide = new Map<number, WBuf>();
   private readonly decayLive = new Map<number, number>();
+  /** The load kernels' staging area (layout.ts WasmLoader), allocated with the first matrix that uses it. */
+  private loader?: WasmLoader;
 
   constructor(
     readonly weightDType: WeightDType,
@@ -286,6 +289,7 @@ export class WasmBackend implements Backend {
   matrix(m: HostMatrix): Mat {
     const dt = storageDType(this.weightDType, m.name, m); // int8/q4/q8_0 keep the LoRA factors 16-bit (../quant.ts)
     const K = paddedCols(m.cols, dt), R = paddedRows(m.rows);
+    if (dt === 'int8') this.loader ??= { kernels: this.k, memory: this.memory, stage: this.alloc(LOAD_STAGE_BYTES, 'load staging'), stageBytes: LOAD_STAGE_BYTES };
     const bytes = matrixBytes(m.rows, m.cols, dt);
     const ptr = this.alloc(bytes, `matrix ${m.name} [${m.rows}, ${m.cols}] (${dt})`);
     const buf = this.memory.buffer;
@@ -295,7 +299,7 @@ export class WasmBackend implements Backend {
       case 'bf16': case 'f16': f16Shift = layout16(m, new Uint16Array(buf, ptr, R * K), K, dt); break;
       case 'int8':
         sc = ptr + R * K;
-        layoutInt8(m, new Int8Array(buf, ptr, R * K), new Float32Array(buf, sc, R * (K / INT8_GROUP)), K);
+        layoutInt8(m, new Int8Array(buf, ptr, R * K), new Float32Array(buf, sc, R * (K / INT8_GROUP)), K, this.loader);
         break;
       case 'q4': case 'q8_0': {
         const cb = blockCodeBytes(m.rows, m.cols, dt);

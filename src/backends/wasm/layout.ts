@@ -18,9 +18,8 @@
  *   13.3B   48.4 ✗   24.3 ✗    13.3 ✗       7.47 ✗   none
  */
 import type { HostMatrix, WeightDType } from '../kernels.js';
-import { f16ToNumber, numberToBf16, numberToF16 } from '../../formats/dtype.js';
-import { hostMatrixReader } from '../host-matrix.js';
-import { BLOCK_BYTES, INT8_GROUP, QBLOCK, blocksPerRow, matrixBlocks, quantizeRowInt8, type BlockDType } from '../quant.js';
+import { bf16ToNumber, f16ToNumber, numberToBf16, numberToF16 } from '../../formats/dtype.js';
+import { BLOCK_BYTES, INT8_GROUP, QBLOCK, blocksPerRow, hostRow, matrixBlocks, quantizeRowInt8, type BlockDType } from '../quant.js';
 
 export const WASM_MAX_BYTES = 65536 * 65536; // 4 GiB
 /** Bytes below this address are reserved (AssemblyScript statics, the thread-pool control block). */
@@ -60,10 +59,67 @@ export function blockCodeBytes(rows: number, cols: number, dtype: BlockDType): n
   return paddedRows(rows) * (dtype === 'q4' ? K / 2 : K);
 }
 
+/**
+ * The load kernels of the wasm module (wasm/load.ts) and a staging area in its memory, where host data is copied
+ * a chunk at a time for them (small enough to stay in cache between the copy and the kernel).
+ */
+export interface WasmLoader {
+  kernels: { quant_i8_bf16(q: number, sc: number, src: number, rows: number, cols: number, K: number): number };
+  memory: WebAssembly.Memory;
+  stage: number;
+  stageBytes: number;
+}
+
+/** Bytes of a WasmLoader's staging area. */
+export const LOAD_STAGE_BYTES = 256 * 1024;
+
 /** Write `m` in the f32 layout into `dst` ([rowsP, K] floats, zero-filled). */
 export function layoutF32(m: HostMatrix, dst: Float32Array, K: number): void {
-  const get = hostMatrixReader(m);
-  for (let r = 0; r < m.rows; r++) for (let c = 0; c < m.cols; c++) dst[r * K + c] = get(r * m.cols + c);
+  const { rows, cols } = m;
+  if (m.dtype === 'F32') {
+    if (cols === K) dst.set(m.data.subarray(0, rows * cols));
+    else for (let r = 0; r < rows; r++) dst.set(m.data.subarray(r * cols, (r + 1) * cols), r * K);
+    return;
+  }
+  const src = m.data;
+  if (m.dtype === 'BF16') {
+    // bf16 is the top half of an f32 (a NaN comes out quiet, as through a float conversion)
+    const d32 = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);
+    for (let r = 0; r < rows; r++) {
+      const sb = r * cols, db = r * K;
+      for (let c = 0; c < cols; c++) {
+        const h = src[sb + c]!;
+        d32[db + c] = ((h & 0x7f80) === 0x7f80 && (h & 0x7f) !== 0 ? h | 0x40 : h) << 16;
+      }
+    }
+    return;
+  }
+  for (let r = 0; r < rows; r++) {
+    const sb = r * cols, db = r * K;
+    for (let c = 0; c < cols; c++) dst[db + c] = f16ToNumber(src[sb + c]!);
+  }
+}
+
+/**
+ * Pair-interleave `groups` groups of 8 16-bit values, as 32-bit words: from `s` at word `si` (natural order,
+ * w0 w1 | w2 w3 | w4 w5 | w6 w7) to `d` at word `di` ([w0 w4] [w1 w5] [w2 w6] [w3 w7]; little-endian: the first
+ * value of each pair in the low half).
+ */
+function interleave(s: Uint32Array, si: number, d: Uint32Array, di: number, groups: number): void {
+  for (let g = 0; g < groups; g++, si += 4, di += 4) {
+    const a = s[si]!, b = s[si + 1]!, c = s[si + 2]!, e = s[si + 3]!;
+    d[di] = (a & 0xffff) | (c << 16);
+    d[di + 1] = (a >>> 16) | (c & 0xffff0000);
+    d[di + 2] = (b & 0xffff) | (e << 16);
+    d[di + 3] = (b >>> 16) | (e & 0xffff0000);
+  }
+}
+
+/** Whether any of `n` f16 patterns from word `i` of `w` has |value| ≥ 64 (or is inf/nan): (h & 0x7fff) ≥ 0x5400. */
+function bigF16(w: Uint32Array, i: number, n: number): boolean {
+  // per 16-bit half: (h & 0x7fff) + 0x2c00 reaches bit 15 exactly when h & 0x7fff >= 0x5400 (and never carries out)
+  for (const end = i + (n >> 1); i < end; i++) if ((((w[i]! & 0x7fff7fff) + 0x2c002c00) & 0x80008000) !== 0) return true;
+  return false;
 }
 
 /**
@@ -71,41 +127,107 @@ export function layoutF32(m: HostMatrix, dst: Float32Array, K: number): void {
  * Returns the power of two the values were stored multiplied by: 0 for bf16; for f16, 10 when every f16 value times
  * 2^10 stays finite (|w| < 64, true of trained weights), else 0. Scaling by 2^10 is exact and makes every nonzero f16
  * a normal number, so the kernels never multiply a subnormal (slow on x86; see wasm/kernels.ts, f16lo).
+ *
+ * A matrix already in the target type is a pure 16-bit permutation, done a group of 8 (four 32-bit words) at a time;
+ * anything else is converted a row at a time into natural order first (round to nearest even, as before).
  */
 export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf16' | 'f16'): number {
   const { rows, cols } = m;
   const same = (target === 'bf16' && m.dtype === 'BF16') || (target === 'f16' && m.dtype === 'F16');
-  const src16 = m.data as Uint16Array;
-  const get = hostMatrixReader(m);
-  const enc = target === 'bf16' ? numberToBf16 : numberToF16;
+  const d32 = new Uint32Array(dst.buffer, dst.byteOffset, dst.length >> 1); // K % 16 == 0; wasm allocations are 64-aligned
+  const G = cols >> 3;
   let big = false; // an f16 value with |w| ≥ 64 (or inf/nan): ×2^10 would overflow
-  for (let r = 0; r < rows; r++) {
-    const sb = r * cols, db = r * K;
-    for (let c = 0; c < cols; c++) {
-      // column c sits in group g = c & ~7 at slot 2k (k = c & 7 < 4) or 2(k-4)+1
-      const k = c & 7;
-      const slot = k < 4 ? 2 * k : 2 * (k - 4) + 1;
-      const h = same ? src16[sb + c]! : enc(get(sb + c));
-      dst[db + (c & ~7) + slot] = h;
-      if ((h & 0x7fff) >= 0x5400) big = true;
+  if (same && cols % 8 === 0 && m.data.byteOffset % 4 === 0) {
+    // straight from the source: each row starts on a 16-byte boundary
+    const s32 = new Uint32Array(m.data.buffer, m.data.byteOffset, (rows * cols) >> 1);
+    if (target === 'f16') big = bigF16(s32, 0, rows * cols);
+    if (cols === K) interleave(s32, 0, d32, 0, rows * G);
+    else for (let r = 0; r < rows; r++) interleave(s32, (r * cols) >> 1, d32, (r * K) >> 1, G);
+  } else {
+    // a row at a time through a natural-order buffer (zero past cols, up to a whole group)
+    const W = Math.ceil(cols / 8) * 8;
+    const row = new Uint16Array(W), row32 = new Uint32Array(row.buffer);
+    const src = m.data;
+    for (let r = 0; r < rows; r++) {
+      const sb = r * cols;
+      if (same) row.set((src as Uint16Array).subarray(sb, sb + cols));
+      else if (m.dtype === 'F32') {
+        const f = m.data, enc = target === 'bf16' ? numberToBf16 : numberToF16;
+        for (let c = 0; c < cols; c++) row[c] = enc(f[sb + c]!);
+      } else {
+        const dec = m.dtype === 'BF16' ? bf16ToNumber : f16ToNumber, enc = target === 'bf16' ? numberToBf16 : numberToF16;
+        for (let c = 0; c < cols; c++) row[c] = enc(dec(src[sb + c]!));
+      }
+      if (target === 'f16' && !big) big = bigF16(row32, 0, W);
+      interleave(row32, 0, d32, (r * K) >> 1, W >> 3);
     }
   }
   if (target === 'bf16' || big) return 0;
-  for (let i = 0; i < rows * K; i++) if (dst[i]) dst[i] = numberToF16(f16ToNumber(dst[i]!) * 2 ** F16_SHIFT);
+  shiftF16(dst, rows * K);
   return F16_SHIFT;
+}
+
+/**
+ * The first n f16 patterns of u (none with |w| ≥ 64) times 2^F16_SHIFT, exactly: a normal value gains F16_SHIFT in its
+ * exponent field (at most 20 + 10: no overflow, no carry into the sign), a subnormal is renormalized, ±0 stays.
+ */
+function shiftF16(u: Uint16Array, n: number): void {
+  let i = 0;
+  if (u.byteOffset % 4 === 0) {
+    const w = new Uint32Array(u.buffer, u.byteOffset, n >> 1);
+    const add = F16_SHIFT << 10;
+    for (let j = 0; j < w.length; j++) {
+      const x = w[j]!;
+      if (x === 0) continue;
+      const e = x & 0x7c007c00;
+      // both halves normal (the common case): one add
+      if ((e & 0x7c00) !== 0 && (e & 0x7c000000) !== 0) { w[j] = x + (add | (add << 16)); continue; }
+      shiftOne(u, 2 * j); shiftOne(u, 2 * j + 1);
+    }
+    i = 2 * w.length;
+  }
+  for (; i < n; i++) shiftOne(u, i);
+}
+
+function shiftOne(u: Uint16Array, i: number): void {
+  const h = u[i]!;
+  if (h & 0x7c00) u[i] = h + (F16_SHIFT << 10);
+  else if (h & 0x3ff) u[i] = numberToF16(f16ToNumber(h) * 2 ** F16_SHIFT);
 }
 
 /** The power of two f16 weights are stored multiplied by, when they allow it (see layout16). */
 export const F16_SHIFT = 10;
 
-/** Quantize `m` to int8 ([rowsP, K], zero-filled) with one scale per row and group (`scales` [rowsP, K/INT8_GROUP]). */
-export function layoutInt8(m: HostMatrix, dst: Int8Array, scales: Float32Array, K: number): void {
+/**
+ * Quantize `m` to int8 ([rowsP, K], zero-filled) with one scale per row and group (`scales` [rowsP, K/INT8_GROUP]),
+ * exactly as quantizeRowInt8 does it. bf16 matrices whose rows are whole groups go through the wasm kernel
+ * (`loader`; wasm/load.ts) a cache-sized chunk of rows at a time; anything else, and any row holding a non-finite
+ * value, through quantizeRowInt8 itself.
+ */
+export function layoutInt8(m: HostMatrix, dst: Int8Array, scales: Float32Array, K: number, loader?: WasmLoader): void {
   const { rows, cols } = m;
-  const get = hostMatrixReader(m);
+  const G = K / INT8_GROUP;
   const row = new Float64Array(K);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) row[c] = get(r * cols + c);
-    quantizeRowInt8(row, dst, r * K, scales, r * (K / INT8_GROUP));
+  const reference = (r: number): void => {
+    hostRow(m, r, row);
+    quantizeRowInt8(row, dst, r * K, scales, r * G);
+  };
+  if (!loader || m.dtype !== 'BF16' || cols % INT8_GROUP !== 0 || 2 * cols > loader.stageBytes) {
+    for (let r = 0; r < rows; r++) reference(r);
+    return;
+  }
+  const per = Math.floor(loader.stageBytes / (2 * cols));
+  const stage = new Uint16Array(loader.memory.buffer, loader.stage, per * cols);
+  const src = m.data;
+  for (let r0 = 0; r0 < rows; r0 += per) {
+    const n = Math.min(per, rows - r0);
+    stage.set(src.subarray(r0 * cols, (r0 + n) * cols));
+    for (let done = 0; done < n;) {
+      const r = r0 + done;
+      const ok = loader.kernels.quant_i8_bf16(dst.byteOffset + r * K, scales.byteOffset + r * G * 4, loader.stage + done * cols * 2, n - done, cols, K);
+      done += ok;
+      if (done < n) { reference(r0 + done); done++; } // a row with Inf/NaN (only loaded with allowNonFinite)
+    }
   }
 }
 
@@ -126,10 +248,10 @@ export function layoutBlocks(m: HostMatrix, dtype: BlockDType, codes: Uint8Array
       const h = blocks[o]! | (blocks[o + 1]! << 8);
       if ((h & 0x7fff) >= 0x5400) big = true;
       scales[r * (K / QBLOCK) + b] = h;
-      codes.set(blocks.subarray(o + 2, o + 2 + cb), r * rowBytes + b * cb);
+      for (let j = 0, d = r * rowBytes + b * cb, s = o + 2; j < cb; j++) codes[d + j] = blocks[s + j]!;
     }
   }
   if (big) return 0;
-  for (let i = 0; i < scales.length; i++) if (scales[i]! & 0x7fff) scales[i] = numberToF16(f16ToNumber(scales[i]!) * 2 ** F16_SHIFT);
+  shiftF16(scales, scales.length);
   return F16_SHIFT;
 }

@@ -1,0 +1,124 @@
+// Load-time kernels: int8 quantization of bf16 weights (src/backends/wasm/layout.ts layoutInt8), bit for bit what the
+// host's reference quantizer (src/backends/quant.ts quantizeRowInt8) gives, about 10× faster than it in JavaScript.
+//
+// The reference, per row and group of 64 columns: mx = max|w|, scale s = fround(mx / 127) (0 when mx = 0), and
+// q = clamp(round(w / s), -127, 127) with the division in f64 and JavaScript's Math.round (ties toward +∞).
+// Here y = w · (1/s) in f32, 4 lanes at a time: |y - w/s| < 2e-5 (two f32 roundings of a value below 128), so
+// nearest(y) is the reference's code unless y lies within GUARD of a half-integer; such a chunk of 16 values is
+// recomputed exactly as the reference does it (f64 division, floor + 0.5 test, 2 lanes at a time). Ties are common:
+// a bf16 value over a bf16 max times 127 often lands on k + 1/2 exactly (~5% of chunks of random bf16 weights).
+// A group whose scale is below the smallest normal f32 (1/s would overflow) is computed the reference's way too.
+
+const GUARD: f32 = 1.0e-4;
+const F32_MIN_NORMAL: f32 = 1.1754943508222875e-38;
+
+/** The reference's code of one value: clamp(Math.round(w / s), -127, 127), w and s as f64. */
+@inline function exactCode(w: f64, s: f64): i32 {
+  const x = w / s;
+  let r = Math.floor(x);
+  if (x - r >= 0.5) r += 1;
+  return <i32>Math.max(-127, Math.min(127, r));
+}
+
+/** Math.round(x) for 2 f64 lanes, as the reference computes it: floor(x), plus 1 when x - floor(x) ≥ 0.5. */
+@inline function round2(x: v128): v128 {
+  const f = f64x2.floor(x);
+  return f64x2.add(f, v128.and(f64x2.ge(f64x2.sub(x, f), f64x2.splat(0.5)), f64x2.splat(1.0)));
+}
+
+/** The reference's codes of 4 f32 values (w / s in f64, Math.round) as i32 lanes (|code| ≤ 127 as in `codes`). */
+@inline function exact4(w: v128, sd: v128): v128 {
+  const lo = i32x4.trunc_sat_f64x2_s_zero(round2(f64x2.div(f64x2.promote_low_f32x4(w), sd)));
+  const hi = i32x4.trunc_sat_f64x2_s_zero(round2(f64x2.div(f64x2.promote_low_f32x4(v128.shuffle<f32>(w, w, 2, 3, 0, 1)), sd)));
+  return v128.shuffle<i32>(lo, hi, 0, 1, 4, 5);
+}
+
+/** f32 values of the low / high 4 bf16 lanes of v (each lane's bits moved to the top half: one unpack). */
+@inline function bf16lo4(v: v128): v128 {
+  return v128.shuffle<u16>(i32x4.splat(0), v, 0, 8, 1, 9, 2, 10, 3, 11);
+}
+@inline function bf16hi4(v: v128): v128 {
+  return v128.shuffle<u16>(i32x4.splat(0), v, 4, 12, 5, 13, 6, 14, 7, 15);
+}
+
+/** 1.5·2^23: y + MAGIC holds nearest(y) (ties to even) in its low mantissa bits, for |y| < 2^22. */
+const MAGIC: f32 = 12582912.0;
+
+/** y + MAGIC (see MAGIC). */
+@inline function roundMagic(y: v128): v128 {
+  return f32x4.add(y, f32x4.splat(MAGIC));
+}
+
+/**
+ * Codes from y + MAGIC: the integer in the low bits. No clamp is needed: |w| ≤ max|w| makes |y| ≤ 127·(1 + 2^-22),
+ * which rounds to at most 127 (the reference's clamp to ±127 never acts either).
+ */
+@inline function codes(m: v128): v128 {
+  return i32x4.sub(m, i32x4.splat(0x4b400000));
+}
+
+/**
+ * Quantize rows [0, rows) of bf16 values at `src` (`cols` per row, cols % 64 == 0) into int8 codes at `q` (row
+ * stride K bytes) and f32 scales at `sc` (row stride K/64 floats). Returns the first row holding a non-finite
+ * value (its group's max is Inf/NaN: left, with the rows after it, for the host's reference code), or `rows`.
+ */
+export function quant_i8_bf16(q: usize, sc: usize, src: usize, rows: i32, cols: i32, K: i32): i32 {
+  const G = cols >> 6;
+  const absMask = i16x8.splat(0x7fff);
+  for (let r = 0; r < rows; r++) {
+    const s0 = src + ((<usize>r * <usize>cols) << 1);
+    const q0 = q + <usize>r * <usize>K;
+    const c0 = sc + ((<usize>r * <usize>(K >> 6)) << 2);
+    // max |w| of each group, from the bit patterns (|w| orders as its bits do); a row with Inf/NaN goes to the host
+    for (let g = 0; g < G; g++) {
+      const p = s0 + (<usize>g << 7);
+      let m = v128.and(v128.load(p), absMask);
+      for (let i = 16; i < 128; i += 16) m = i16x8.max_u(m, v128.and(v128.load(p + <usize>i), absMask));
+      m = i16x8.max_u(m, v128.shuffle<u16>(m, m, 4, 5, 6, 7, 0, 1, 2, 3));
+      m = i16x8.max_u(m, v128.shuffle<u16>(m, m, 2, 3, 0, 1, 4, 5, 6, 7));
+      m = i16x8.max_u(m, v128.shuffle<u16>(m, m, 1, 0, 2, 3, 4, 5, 6, 7));
+      const mb = <u32>i16x8.extract_lane_u(m, 0);
+      if (mb >= 0x7f80) return r;
+      store<u32>(c0 + (<usize>g << 2), mb); // the max's bits for now: replaced by the scale below
+    }
+    for (let g = 0; g < G; g++) {
+      const mb = load<u32>(c0 + (<usize>g << 2));
+      const p = s0 + (<usize>g << 7), o = q0 + (<usize>g << 6);
+      if (mb == 0) {
+        store<f32>(c0 + (<usize>g << 2), 0);
+        for (let i = 0; i < 64; i += 16) v128.store(o + <usize>i, i32x4.splat(0));
+        continue;
+      }
+      const s: f32 = <f32>(<f64>reinterpret<f32>(mb << 16) / 127);
+      store<f32>(c0 + (<usize>g << 2), s);
+      if (s < F32_MIN_NORMAL) { // 1/s would overflow f32: the reference's arithmetic for the whole group
+        for (let j = 0; j < 64; j++) store<i8>(o + <usize>j, <i8>exactCode(<f64>reinterpret<f32>(<u32>load<u16>(p + (<usize>j << 1)) << 16), <f64>s));
+        continue;
+      }
+      const inv = f32x4.splat(<f32>(1.0 / <f64>s));
+      for (let i = 0; i < 64; i += 16) {
+        const v0 = v128.load(p + (<usize>i << 1)), v1 = v128.load(p + (<usize>i << 1), 16);
+        const y0 = f32x4.mul(bf16lo4(v0), inv), y1 = f32x4.mul(bf16hi4(v0), inv);
+        const y2 = f32x4.mul(bf16lo4(v1), inv), y3 = f32x4.mul(bf16hi4(v1), inv);
+        const m0 = roundMagic(y0), m1 = roundMagic(y1), m2 = roundMagic(y2), m3 = roundMagic(y3);
+        const M = f32x4.splat(MAGIC);
+        const r0 = f32x4.sub(m0, M), r1 = f32x4.sub(m1, M), r2 = f32x4.sub(m2, M), r3 = f32x4.sub(m3, M);
+        // the largest distance to the nearest integer: a tie (within GUARD) anywhere sends all 16 to the exact path
+        const d = f32x4.max(f32x4.max(f32x4.abs(f32x4.sub(y0, r0)), f32x4.abs(f32x4.sub(y1, r1))),
+          f32x4.max(f32x4.abs(f32x4.sub(y2, r2)), f32x4.abs(f32x4.sub(y3, r3))));
+        if (v128.any_true(f32x4.gt(d, f32x4.splat(<f32>0.5 - GUARD)))) {
+          // near a tie (often an exact one: bf16 values over a bf16 max): the reference's f64 arithmetic, 2 lanes at a time
+          const sd = f64x2.splat(<f64>s);
+          const e0 = i16x8.narrow_i32x4_s(exact4(bf16lo4(v0), sd), exact4(bf16hi4(v0), sd));
+          const e1 = i16x8.narrow_i32x4_s(exact4(bf16lo4(v1), sd), exact4(bf16hi4(v1), sd));
+          v128.store(o + <usize>i, i8x16.narrow_i16x8_s(e0, e1));
+          continue;
+        }
+        const h0 = i16x8.narrow_i32x4_s(codes(m0), codes(m1));
+        const h1 = i16x8.narrow_i32x4_s(codes(m2), codes(m3));
+        v128.store(o + <usize>i, i8x16.narrow_i16x8_s(h0, h1));
+      }
+    }
+  }
+  return rows;
+}
