@@ -1,18 +1,21 @@
 /**
- * Sampler benchmark: milliseconds per token of `Sampler.sample` with the default settings (GENERATE_DEFAULTS and
- * CHAT_DEFAULTS) at V = 65536, for flat and peaked logit vectors, against the previous sort-based implementation
- * (kept here as `referenceSamplingDistribution`, which the tests also use as the oracle). Medians over many calls.
+ * Sampler benchmark: milliseconds per token of `Sampler.sample` — what `generate` calls per token: bans, penalties,
+ * the sampling itself and the repetition-penalty bookkeeping — with the default settings (GENERATE_DEFAULTS and
+ * CHAT_DEFAULTS) at V = 65536, for flat and peaked logit vectors. Medians over many calls, for the kernel in use
+ * (the wasm SIMD softmax, see src/runtime/fast-exp.ts), for the same sampler on plain Math.exp, and for the previous
+ * sort-based implementation (kept here as `referenceSamplingDistribution` / `ReferenceSampler`, which the tests also
+ * use as the oracle).
  *
- *   npx tsx bench/sampler.ts [--calls 200] [--ref-calls 20]
+ *   npx tsx bench/sampler.ts [--calls 400] [--ref-calls 10]
  *
  * Also run by `npm run bench` (bench/run.ts). The CPU-time column is the steadier one when other processes share
- * the cores; the last line times the float64 softmax alone (V calls of Math.exp), which the exact reproduction of
- * the package's arithmetic requires and which therefore bounds the sampler from below.
+ * the cores; the last lines time the float64 softmax alone (max, V exponentials and their sum).
  */
 import { pathToFileURL } from 'node:url';
 import {
-  Sampler, Rng, PenaltyTracker, GENERATE_DEFAULTS, CHAT_DEFAULTS, argmax, type SamplingOptions,
+  Sampler, Rng, GENERATE_DEFAULTS, CHAT_DEFAULTS, argmax, type SamplingOptions,
 } from '../src/runtime/sampler.js';
+import { forceExpKind, samplerKernel, expKind } from '../src/runtime/fast-exp.js';
 import { WorldTokenizer } from '../src/tokenizer/index.js';
 import { UserError } from '../src/errors.js';
 
@@ -55,13 +58,28 @@ export function referenceSamplingDistribution(logits: ArrayLike<number>, tempera
   return { ids: kept, probs: probs.map((q) => q / total) };
 }
 
+/** The repetition-penalty bookkeeping as first written (a Map of decayed counts), for the reference sampler. */
+export class ReferencePenaltyTracker {
+  readonly counts = new Map<number, number>();
+  constructor(private readonly presence: number, private readonly frequency: number, private readonly decay: number) {}
+  apply(logits: Float32Array | Float64Array): void {
+    for (const [t, c] of this.counts) {
+      if (t < logits.length) logits[t] = logits[t]! - (this.presence + c * this.frequency);
+    }
+  }
+  record(token: number, weight: number): void {
+    for (const [t, c] of this.counts) this.counts.set(t, c * this.decay);
+    this.counts.set(token, (this.counts.get(token) ?? 0) + weight);
+  }
+}
+
 /** The previous `Sampler` (bans, penalties, greedy or reference distribution + one random number), for comparison. */
 export class ReferenceSampler {
   private readonly rng: Rng;
-  private readonly penalties: PenaltyTracker;
+  private readonly penalties: ReferencePenaltyTracker;
   constructor(private readonly opts: SamplingOptions, seed: number, private readonly weightOf: (token: number) => number) {
     this.rng = new Rng(seed);
-    this.penalties = new PenaltyTracker(opts.presencePenalty, opts.frequencyPenalty, opts.penaltyDecay);
+    this.penalties = new ReferencePenaltyTracker(opts.presencePenalty, opts.frequencyPenalty, opts.penaltyDecay);
   }
   sample(logits: Float32Array): number {
     const x = new Float64Array(logits);
@@ -119,30 +137,35 @@ function timeSampler(sample: (logits: Float32Array) => number, inputs: Float32Ar
 
 export async function runSamplerBench(argv: string[] = []): Promise<void> {
   const opt = (name: string, def: number) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? Number(argv[i + 1]) : def; };
-  const calls = opt('calls', 200);
-  const refCalls = opt('ref-calls', 20);
+  const calls = opt('calls', 400);
+  const refCalls = opt('ref-calls', 10);
   const V = 65536;
   const tok = WorldTokenizer.default();
   const rng = new Rng(1);
-  // Penalties use the decoded text only to choose the weight; the benchmark weighs every token 1.
+  // Penalties use the decoded text only to choose the weight; the reference sampler weighs every token 1.
   const weightOf = () => 1;
-  console.log(`\nsampler: ms per token at V = ${V}, median of ${calls} calls (old sort-based: ${refCalls} calls)`);
-  console.log('| settings | logits | old ms (wall / cpu) | new ms (wall / cpu) | speed-up (cpu) |');
+  const kind = expKind();
+  console.log(`\nsampler: ms per token (Sampler.sample: bans, penalties, sampling, bookkeeping) at V = ${V}, median of ${calls} calls`);
+  console.log(`(softmax kernel: ${kind}; the same sampler on Math.exp: ${calls >> 1} calls; the old sort-based sampler: ${refCalls} calls)`);
+  console.log(`| settings | logits | ${kind} ms (wall / cpu) | Math.exp ms (wall / cpu) | old sort-based ms (wall / cpu) |`);
   console.log('|---|---|---|---|---|');
   const fmt = (t: { wall: number; cpu: number }, d: number) => `${t.wall.toFixed(d)} / ${t.cpu.toFixed(d)}`;
-  for (const [name, defaults] of [['generate', GENERATE_DEFAULTS], ['chat', CHAT_DEFAULTS]] as const) {
-    for (const kind of ['flat', 'gaussian', 'dominant'] as const) {
-      // 32 different vectors, so that the repetition penalties (part of the defaults) spread over many tokens and
-      // do not flatten a peaked distribution by penalising its one dominant token call after call.
-      const inputs = Array.from({ length: 32 }, () => makeLogits(kind, V, rng));
-      const fresh = new Sampler({ ...defaults, seed: 7 }, tok);
-      const ref = new ReferenceSampler(defaults, 7, weightOf);
-      const tNew = timeSampler((l) => fresh.sample(l), inputs, calls);
-      const tOld = timeSampler((l) => ref.sample(l), inputs, refCalls, 1);
-      console.log(`| ${name} | ${kind} | ${fmt(tOld, 1)} | ${fmt(tNew, 3)} | ×${(tOld.cpu / tNew.cpu).toFixed(1)} |`);
-    }
-  }
-  // The floor: the float64 softmax alone (V calls of Math.exp), which both versions compute identically.
+  // 32 different vectors per shape, so that the repetition penalties (part of the defaults) spread over many tokens
+  // and do not flatten a peaked distribution by penalising its one dominant token call after call. The kernel in
+  // use is timed first for every case (a process samples with one kernel: mixing them would make the JIT's call
+  // sites polymorphic).
+  const cases = (['generate', 'chat'] as const).flatMap((name) => (['flat', 'gaussian', 'dominant'] as const).map((shape) => ({
+    name, shape, defaults: name === 'generate' ? GENERATE_DEFAULTS : CHAT_DEFAULTS,
+    inputs: Array.from({ length: 32 }, () => makeLogits(shape, V, rng)),
+  })));
+  const tFast = cases.map((c) => { const s = new Sampler({ ...c.defaults, seed: 7 }, tok); return timeSampler((l) => s.sample(l), c.inputs, calls); });
+  forceExpKind('math');
+  const tMath = cases.map((c) => { const s = new Sampler({ ...c.defaults, seed: 7 }, tok); return timeSampler((l) => s.sample(l), c.inputs, calls >> 1); });
+  forceExpKind(undefined);
+  const tOld = cases.map((c) => { const r = new ReferenceSampler(c.defaults, 7, weightOf); return timeSampler((l) => r.sample(l), c.inputs, refCalls, 1); });
+  cases.forEach((c, i) => console.log(`| ${c.name} | ${c.shape} | ${fmt(tFast[i]!, 3)} | ${fmt(tMath[i]!, 3)} | ${fmt(tOld[i]!, 1)} |`));
+  // The softmax alone: V calls of Math.exp (what the exact reproduction of the package's arithmetic requires), and
+  // the kernel in use (the same bits).
   const x = makeLogits('flat', V, rng);
   const p = new Float64Array(V);
   const soft = () => {
@@ -150,10 +173,14 @@ export async function runSamplerBench(argv: string[] = []): Promise<void> {
     for (let i = 0; i < V; i++) if (x[i]! > max) max = x[i]!;
     let sum = 0;
     for (let i = 0; i < V; i++) { const e = Math.exp(x[i]! - max); p[i] = e; sum += e; }
-    for (let i = 0; i < V; i++) p[i]! /= sum;
-    return 0;
+    return sum;
   };
-  console.log(`softmax alone (max, ${V} × Math.exp, divide), ms (wall / cpu): ${fmt(timeSampler(soft, [x], calls), 3)}`);
+  const k = samplerKernel(V);
+  const softKernel = () => {
+    k.x.set(x);
+    return k.expSum(k.max());
+  };
+  console.log(`softmax numerators alone (max, ${V} exponentials, their sum), ms (wall / cpu): Math.exp ${fmt(timeSampler(soft, [x], calls), 3)}, ${kind} kernel ${fmt(timeSampler(softKernel, [x], calls), 3)}`);
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) await runSamplerBench(process.argv.slice(2));

@@ -11,6 +11,7 @@ import {
   Sampler, Rng, GENERATE_DEFAULTS, CHAT_DEFAULTS, samplingDistribution, type SamplingOptions,
 } from '../src/runtime/sampler.js';
 import { WorldTokenizer } from '../src/tokenizer/index.js';
+import { forceExpKind, type ExpKind, type LoopKind } from '../src/runtime/fast-exp.js';
 import { makeLogits } from '../bench/sampler.js';
 
 const RECORD = process.env.SAMPLER_GOLDEN_RECORD === '1';
@@ -123,16 +124,33 @@ const GOLDEN_SEQUENCES: string[] = [
   'cd7cdc8d570dc2c3', 'c597d9ef8fee1d3f', 'c8653dc450796b5c', '8d54b69b13b41913', '56e05aefacee57fd', '56e05aefacee57fd',
 ];
 
-test('sampling distributions are bit-identical to the recorded ones', () => {
-  const got = distributionDigests();
-  if (RECORD) { console.log('DIST', JSON.stringify(got)); return; }
-  assert.equal(got.length, GOLDEN_DISTRIBUTIONS.length);
-  got.forEach((d, i) => assert.equal(d, GOLDEN_DISTRIBUTIONS[i], `distribution case ${i}`));
-});
+// Each kernel must give the recorded bits: the wasm SIMD exponentials the sampler uses here; Math.exp with the loops in
+// wasm (engines whose Math.exp is not fdlibm's); and, with the loops in JS (no WebAssembly), Math.exp and the JS port.
+const KERNELS: Array<[ExpKind, LoopKind]> = RECORD ? [['math', 'js']] : [['wasm', 'wasm'], ['math', 'wasm'], ['math', 'js'], ['js', 'js']];
 
-test('Sampler token sequences are identical to the recorded ones', () => {
-  const got = sequenceDigests();
-  if (RECORD) { console.log('SEQ', JSON.stringify(got)); return; }
-  assert.equal(got.length, GOLDEN_SEQUENCES.length);
-  got.forEach((d, i) => assert.equal(d, GOLDEN_SEQUENCES[i], `sequence case ${i}`));
-});
+for (const [kind, loops] of KERNELS) {
+  const what = `${kind} exponentials, ${loops} loops`;
+  test(`sampling distributions are bit-identical to the recorded ones (${what})`, () => {
+    forceExpKind(kind, loops);
+    try {
+      const got = distributionDigests();
+      if (RECORD) { console.log('DIST', JSON.stringify(got)); return; }
+      assert.equal(got.length, GOLDEN_DISTRIBUTIONS.length);
+      got.forEach((d, i) => assert.equal(d, GOLDEN_DISTRIBUTIONS[i], `distribution case ${i}`));
+    } finally {
+      forceExpKind(undefined);
+    }
+  });
+
+  test(`Sampler token sequences are identical to the recorded ones (${what})`, () => {
+    forceExpKind(kind, loops);
+    try {
+      const got = sequenceDigests();
+      if (RECORD) { console.log('SEQ', JSON.stringify(got)); return; }
+      assert.equal(got.length, GOLDEN_SEQUENCES.length);
+      got.forEach((d, i) => assert.equal(d, GOLDEN_SEQUENCES[i], `sequence case ${i}`));
+    } finally {
+      forceExpKind(undefined);
+    }
+  });
+}

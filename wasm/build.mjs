@@ -30,3 +30,6 @@ for (const [name, extra] of builds) {
   }
 }
 console.log(`build:wasm: wrote ${builds.map(([n]) => n).join(', ')} to ${out}`);
+
+// The sampler's kernels (wasm/exp.ts): a separate small module, embedded in src/runtime/exp-wasm.ts (see build-exp.mjs).
+await (await import('./build-exp.mjs')).writeExpKernel();

@@ -25,6 +25,10 @@
  */
 import type { WorldTokenizer } from '../tokenizer/index.js';
 import { UserError } from '../errors.js';
+import {
+  expKind, loopKind, samplerKernel, highWordOf, KERNEL_MAX_BUCKETS, SPLIT_LEVELS, SPLIT_MAX,
+  type ExpKind, type LoopKind, type SamplerKernel,
+} from './fast-exp.js';
 
 export interface SamplingOptions {
   /** 0 = greedy (argmax). */
@@ -102,15 +106,16 @@ export class Rng {
   /** Next 32-bit unsigned integer. */
   nextU32(): number {
     const s = this.s;
-    const rotl = (v: number, k: number) => ((v << k) | (v >>> (32 - k))) >>> 0;
-    const result = Math.imul(rotl(Math.imul(s[1]!, 5) >>> 0, 7), 9) >>> 0;
+    const m = Math.imul(s[1]!, 5) >>> 0;
+    const result = Math.imul(((m << 7) | (m >>> 25)) >>> 0, 9) >>> 0;
     const t = (s[1]! << 9) >>> 0;
     s[2]! ^= s[0]!;
     s[3]! ^= s[1]!;
     s[1]! ^= s[2]!;
     s[0]! ^= s[3]!;
     s[2]! ^= t;
-    s[3] = rotl(s[3]!, 11);
+    const w = s[3]!;
+    s[3] = ((w << 11) | (w >>> 21)) >>> 0;
     return result;
   }
 
@@ -134,11 +139,15 @@ export function isPenaltyFreeText(text: string): boolean {
 
 /**
  * Repetition-penalty bookkeeping: decayed occurrence counts of the generated tokens.
- * Kept separate from the sampler so it can be tested (and reset) on its own.
+ * Kept separate from the sampler so it can be tested (and reset) on its own. The counts live in typed arrays, in the
+ * order the tokens were first recorded (a step costs a pass over the distinct tokens so far, not a Map update each).
  */
 export class PenaltyTracker {
-  /** token id → decayed count; a token present with count 0 still gets the presence penalty. */
-  readonly counts = new Map<number, number>();
+  private ids = new Int32Array(64);
+  private cnt = new Float64Array(64);
+  private size = 0;
+  /** token id → its index in ids/cnt */
+  private readonly slot = new Map<number, number>();
 
   constructor(
     private readonly presence: number,
@@ -146,21 +155,49 @@ export class PenaltyTracker {
     private readonly decay: number,
   ) {}
 
+  /** token id → decayed count (a snapshot); a token present with count 0 still gets the presence penalty. */
+  get counts(): ReadonlyMap<number, number> {
+    const m = new Map<number, number>();
+    for (let k = 0; k < this.size; k++) m.set(this.ids[k]!, this.cnt[k]!);
+    return m;
+  }
+
   /** logits[t] -= presence + count[t] * frequency for every recorded token (in place). */
   apply(logits: Float32Array | Float64Array): void {
-    for (const [t, c] of this.counts) {
-      if (t < logits.length) logits[t] = logits[t]! - (this.presence + c * this.frequency);
+    const { ids, cnt, presence, frequency } = this;
+    const V = logits.length;
+    for (let k = 0; k < this.size; k++) {
+      const t = ids[k]!;
+      if (t < V) logits[t] = logits[t]! - (presence + cnt[k]! * frequency);
     }
   }
 
   /** After sampling `token`: decay every count, then add `weight` (0 or 1) to the token's count. */
   record(token: number, weight: number): void {
-    for (const [t, c] of this.counts) this.counts.set(t, c * this.decay);
-    this.counts.set(token, (this.counts.get(token) ?? 0) + weight);
+    const { cnt, decay } = this;
+    for (let k = 0; k < this.size; k++) cnt[k] = cnt[k]! * decay;
+    const k = this.slot.get(token);
+    if (k !== undefined) {
+      cnt[k] = cnt[k]! + weight;
+      return;
+    }
+    if (this.size === this.ids.length) {
+      const ids = new Int32Array(2 * this.size);
+      const c = new Float64Array(2 * this.size);
+      ids.set(this.ids);
+      c.set(this.cnt);
+      this.ids = ids;
+      this.cnt = c;
+    }
+    this.slot.set(token, this.size);
+    this.ids[this.size] = token;
+    this.cnt[this.size] = 0 + weight;
+    this.size++;
   }
 
   clear(): void {
-    this.counts.clear();
+    this.size = 0;
+    this.slot.clear();
   }
 }
 
@@ -182,133 +219,298 @@ export function argmax(x: ArrayLike<number>): number {
 // the sorted list: the cumulative sum that finds the top-p cutoff, the renormalising total and the cumulative sum
 // that picks the token are all floating-point sums in that order, so their exact bits (and therefore which token a
 // given random number selects) depend on the order. To give the same tokens bit for bit, the code below produces
-// exactly the same order — probability descending, token id ascending on ties — and performs the same arithmetic
-// operations in the same sequence; only the way the order is found changes:
+// exactly the same results as that order — probability descending, token id ascending on ties — with the same
+// arithmetic operations; only the way they are found changes:
 //
-//   - bucketing: every candidate goes to one of B buckets by a monotone function of its probability
-//     (floor((pMax - p) * B / (pMax - pLo)), clamped), so every token in bucket b is at least as probable as every
-//     token in bucket b + 1. A stable counting scatter (in token id order) lays the buckets out one after another.
-//   - lazy sorting: the walk sorts a bucket only when it reaches it (insertion sort when small, the same bucketing
-//     again on its own value range when large). The top-p walk stops at the cutoff, so the tail below the nucleus is
-//     never sorted; ties with the cutoff have equal probabilities, hence the same bucket, and are already in order.
+//   - softmax: max, e = exp(x - max) summed in id order, q = e / sum — the O(V) loops run in the small wasm module
+//     of ./fast-exp.ts (JS where it cannot be used), whose exponentials give Math.exp's bits (fdlibm's algorithm,
+//     checked against Math.exp first; Math.exp itself where they differ).
+//   - candidates: the tokens with q > 0 and q ≥ eps, collected in id order.
+//   - bucketing: every candidate goes to one of at most 256 buckets by a monotone function of its probability (its
+//     exponent and leading mantissa bits: logarithmic spacing), so every token in bucket b is at least as probable
+//     as every token in bucket b + 1, and equal probabilities share a bucket. A stable counting scatter (in id
+//     order) lays the buckets out one after another; a bucket is put in order only where its order matters (below).
+//   - sums without sorting: a running sum S in the binade [P, 2P) lies on the grid of multiples of u = ulp(P), and
+//     so does S + v rounded, as long as the result stays below 2P: fl(S + v) = S + r(v), where r(v) — v rounded to
+//     the grid — does not depend on S, except for an exact tie (v - r(v) = ±u/2), which rounds to the even
+//     neighbour. So over a segment whose additions all stay in one binade, without ties, the sequential sum in
+//     sorted order is S + Σ r(v), whatever order the r(v) are added in (their partial sums are multiples of u below
+//     P: exact). The top-p walk and the draw therefore add up most buckets as they lie; a bucket where this does not
+//     hold, or where the sum reaches its threshold (the top-p value, the random number), is split by probability
+//     (a stable counting sort into sub-buckets) and its sub-buckets walked the same way, and only small segments are
+//     sorted and added one by one: the first bucket, about one per binade the sum passes (≈ 20), and the one where
+//     it stops.
 //
-// Every step is a pass over the vocabulary or over one bucket, so the cost is O(V) for flat and peaked distributions
-// alike (the old comparator sort was O(V log V) and took ≈ 27 ms at V = 65536 when nearly every token was a
-// candidate). The buffers are typed arrays owned by one module-level workspace and reused from call to call (the
-// sampling functions are synchronous, so calls never interleave).
+// Every step is a pass over the vocabulary, the candidates or one bucket, so the cost is O(V) for flat and peaked
+// distributions alike, and the flat ones (nearly every token in the nucleus) are no longer sorted. The buffers are
+// typed arrays (in the wasm module's memory where it is used) owned by one module-level workspace and reused from
+// call to call (the sampling functions are synchronous, so calls never interleave); no step allocates per token.
+// Outside the defaults (temperature ≠ 1, a top-k cut) and for `samplingDistribution`, the kept tokens are then
+// sorted completely, bucket by bucket, as before.
 // ---------------------------------------------------------------------------------------------------------------
 
 /** Buckets this small are insertion-sorted; larger ones are bucketed again over their own value range. */
 const SMALL_BUCKET = 24;
 /** Recursion limit of the re-bucketing; beyond it (pathological clustering) a comparator sort finishes the bucket. */
 const MAX_DEPTH = 8;
+/** About V / 2^BUCKET_SHIFT buckets… */
+const BUCKET_SHIFT = 5;
+/**
+ * …but at most this many: the scatter writes to one place per bucket, and beyond a few hundred of them (a write
+ * stream each, for ids and for probabilities) the stores stop hitting the L1 cache — ≈ 4× slower at 1024.
+ */
+const MAX_BUCKETS = KERNEL_MAX_BUCKETS;
+/** e < eps · sum · PREFILTER ⇒ e / sum < eps after rounding (the margin dwarfs the two roundings involved). */
+const PREFILTER = 1 - 2 ** -20;
 
-/** Reusable buffers for one vocabulary size. */
+/** Reusable buffers for one vocabulary size (and one kernel). */
 class Workspace {
-  /** The penalised logits (Sampler path). */
-  readonly x: Float64Array;
-  /** Softmax probabilities by token id. */
-  readonly p: Float64Array;
-  /** Bucket counts, then (after the scatter) the end offset of every bucket. */
-  readonly bucketEnd: Int32Array;
-  /** Candidates laid out bucket after bucket (sorted as the walk proceeds): token ids and their probabilities. */
-  readonly ids: Int32Array;
-  readonly vals: Float64Array;
+  /** The O(V) loops and the arrays they work on (x: the penalised logits to sample from — fill it, then prepare()). */
+  readonly kernel: SamplerKernel;
+  /** Whether a bucket is in its final order. */
+  readonly bucketSorted: Uint8Array;
   /** Scratch for re-bucketing a large bucket; `tmpVals` later holds the tempered weights when temperature ≠ 1. */
   readonly tmpIds: Int32Array;
   readonly tmpVals: Float64Array;
   readonly subCounts: Int32Array;
-  readonly buckets: number;
-  /** Number of candidates, and the state of the lazy walk: ids/vals[0, sortedEnd) are in final order. */
+  /** Number of candidates and of buckets; the lazy in-order sort: buckets before nextBucket are sorted. */
   n = 0;
+  buckets = 1;
   sortedEnd = 0;
   nextBucket = 0;
+  /** The result of keptDistribution. */
+  kept = 0;
+  total = 0;
+  weights: Float64Array;
 
-  constructor(readonly V: number) {
-    this.buckets = Math.max(1, V >> 2); // ≈ 4 candidates a bucket when nearly all tokens are candidates
-    this.x = new Float64Array(V);
-    this.p = new Float64Array(V);
-    this.bucketEnd = new Int32Array(this.buckets);
-    this.ids = new Int32Array(V);
-    this.vals = new Float64Array(V);
+  constructor(readonly V: number, readonly kind: ExpKind, readonly loops: LoopKind) {
+    this.kernel = samplerKernel(V, kind, loops);
+    this.bucketSorted = new Uint8Array(MAX_BUCKETS);
     this.tmpIds = new Int32Array(V);
     this.tmpVals = new Float64Array(V);
     this.subCounts = new Int32Array(V + 1);
+    this.weights = this.kernel.vals;
+  }
+
+  /** Candidates laid out bucket after bucket (sorted where needed): token ids and their probabilities. */
+  get ids(): Int32Array {
+    return this.kernel.ids;
+  }
+  get vals(): Float64Array {
+    return this.kernel.vals;
   }
 
   /**
-   * Softmax of `logits` into `p` (float64, exactly the package's operations: max, exp(x - max) summed in id order,
-   * divide by the sum), then the candidates — p > 0 and p ≥ eps — bucketed and scattered into `ids`/`vals`.
+   * Softmax of kernel.x (float64, exactly the package's operations: max, exp(x - max) summed in id order, divide by
+   * the sum), then the candidates — p > 0 and p ≥ eps — bucketed and scattered into `ids`/`vals`.
    */
-  prepare(logits: ArrayLike<number>, eps: number): void {
-    const { V, p, bucketEnd, ids, vals } = this;
-    const B = this.buckets;
-    let max = -Infinity;
-    for (let i = 0; i < V; i++) if (logits[i]! > max) max = logits[i]!;
+  prepare(eps: number): void {
+    const kernel = this.kernel;
+    const max = kernel.max();
     if (max === -Infinity) throw new UserError('cannot sample: every token is banned');
-    let sum = 0;
-    let eMin = Infinity; // smallest positive exp, for the lower end of the bucket range
-    for (let i = 0; i < V; i++) {
-      const e = Math.exp(logits[i]! - max);
-      p[i] = e;
-      sum += e;
-      if (e < eMin && e > 0) eMin = e;
-    }
-    // Bucket range [pLo, pMax]: the max token has exp(0) = 1, so p = 1 / sum; every candidate has p ≥ eps and
-    // p ≥ eMin / sum. (Only efficiency depends on the range: the clamping keeps the mapping monotone regardless.)
-    const pMax = 1 / sum;
-    const pLo = Math.max(eps, eMin / sum);
-    const scale = pMax > pLo ? B / (pMax - pLo) : 0;
-    // The bucket of candidate probability q (0 = most probable); used identically by both passes below.
-    const bucket = (q: number) => {
-      const f = (pMax - q) * scale;
-      return f >= B ? B - 1 : f > 0 ? f | 0 : 0;
-    };
-    bucketEnd.fill(0);
-    let n = 0;
-    for (let i = 0; i < V; i++) {
-      const q = p[i]! / sum;
-      p[i] = q;
-      if (q > 0 && q >= eps) {
-        bucketEnd[bucket(q)]!++;
-        n++;
-      }
-    }
-    // Counts → start offsets; the scatter (in id order, so stable) advances each to its bucket's end.
-    let acc = 0;
-    for (let b = 0; b < B; b++) {
-      const c = bucketEnd[b]!;
-      bucketEnd[b] = acc;
-      acc += c;
-    }
-    for (let i = 0; i < V; i++) {
-      const q = p[i]!;
-      if (q > 0 && q >= eps) {
-        const pos = bucketEnd[bucket(q)]!++;
-        ids[pos] = i;
-        vals[pos] = q;
-      }
-    }
+    const sum = kernel.expSum(max);
+    // The max token has exp(0) = 1, so its q = 1 / sum is the largest; every candidate has q ≥ eps, and
+    // q ≈ e / sum ≥ eMin / sum. (A NaN sum — NaN or +Infinity logits — leaves no candidate.)
+    this.arrange(sum, eps, Math.max(eps, kernel.eMin / sum), 1 / sum);
+  }
+
+  /**
+   * The candidates — q = e / sum with q > 0 and q ≥ eps, in id order (kernel.e holds the e) — bucketed and
+   * scattered into `ids`/`vals`, bucket 0 first. A candidate's bucket is min((H(qMax) - H(q)) >> shift, B - 1),
+   * where H(q) is the high 32-bit word of q (sign 0, exponent, 20 mantissa bits: increasing with q), so buckets are
+   * spaced logarithmically, a fixed fraction of a binade each, the shift chosen for at most MAX_BUCKETS (and about
+   * V / 32) buckets over [qLo, qMax]. Every q ≤ qMax; those below qLo share the last bucket (qLo only matters for
+   * efficiency).
+   */
+  arrange(sum: number, eps: number, qLo: number, qMax: number): void {
+    const kernel = this.kernel;
+    const hMax = highWordOf(qMax);
+    const range = hMax - highWordOf(qLo);
+    const target = Math.min(MAX_BUCKETS, Math.max(1, this.V >> BUCKET_SHIFT));
+    let shift = 0;
+    if (!(range >= 0)) shift = 31;
+    while ((range >>> shift) + 1 > target && shift < 31) shift++;
+    const B = Math.min(target, (range >>> shift) + 1);
+    const n = kernel.candidates(sum, eps, eps * sum * PREFILTER, hMax, shift, B);
+    kernel.scatter(n, hMax, shift, B);
+    this.bucketSorted.fill(0, 0, B);
     this.n = n;
+    this.buckets = B;
     this.sortedEnd = 0;
     this.nextBucket = 0;
   }
 
+  /** Puts bucket b = ids/vals[s, e) into its final order (once). */
+  sortBucket(b: number, s: number, e: number): void {
+    if (this.bucketSorted[b]) return;
+    if (e - s > SMALL_BUCKET) this.sortSegment(s, e, 0);
+    else if (e - s > 1) this.insertionSort(s, e);
+    this.bucketSorted[b] = 1;
+  }
+
   /** Sorts buckets in order until at least `count` candidates (or all) are in final order. */
   sortThrough(count: number): void {
-    const B = this.buckets;
-    while (this.sortedEnd < count && this.nextBucket < B) {
-      const start = this.sortedEnd;
-      const end = this.bucketEnd[this.nextBucket++]!;
-      if (end - start > SMALL_BUCKET) this.sortSegment(start, end, 0);
-      else if (end - start > 1) this.insertionSort(start, end); // the common case: a handful of tokens
+    while (this.sortedEnd < count && this.nextBucket < this.buckets) {
+      const b = this.nextBucket++;
+      const end = this.kernel.bucketEnd[b]!;
+      this.sortBucket(b, this.sortedEnd, end);
       this.sortedEnd = end;
     }
   }
 
+  /**
+   * top-p: the number of candidates kept — up to the first position (in sorted order) where the cumulative sum
+   * reaches topP, plus the ties with the probability there (`probs[probs < cutoff] = 0` keeps them); all n when
+   * the sum never reaches topP (rounding, or topP = Infinity) — with the cumulative sum over them, in sorted order,
+   * in `this.total`. Sorts only where the order matters (see the section comment and `nucleusSegment`).
+   */
+  nucleus(topP: number): number {
+    const bucketEnd = this.kernel.bucketEnd;
+    const B = this.buckets;
+    this.S = 0;
+    this.limit = topP;
+    let s = 0;
+    for (let b = 0; b < B; b++) {
+      const e = bucketEnd[b]!;
+      if (e === s) continue;
+      const k = this.nucleusSegment(s, e, 0);
+      if (k >= 0) {
+        // the sum reached topP at position k, in a sorted leaf segment: keep the ties with vals[k] too (equal
+        // probabilities share a bucket and every sub-bucket of it, so they follow k in that leaf)
+        const vals = this.kernel.vals;
+        const cutoff = vals[k]!;
+        let S = this.S;
+        let kept = k + 1;
+        while (kept < this.n && vals[kept]! >= cutoff) S += vals[kept++]!;
+        this.total = S;
+        return kept;
+      }
+      s = e;
+    }
+    this.total = this.S;
+    return this.n;
+  }
+
+  /** The running sum and its threshold (topP, or the random number u) of the segment walks. */
+  private S = 0;
+  private limit = 0;
+
+  /**
+   * Adds vals[s, e) to this.S in sorted order — a segment whose probabilities all lie between those of the segments
+   * walked before it and those after it — stopping where the sum reaches this.limit: returns that position (the
+   * segment then sorted up to it), or -1 with the whole segment added. When the grid argument holds for the whole
+   * segment, it is added without being sorted; else it is split by probability (a stable counting sort into ≈ 8
+   * per sub-bucket) and the sub-segments are walked in turn, and small segments are sorted and added one by one.
+   */
+  private nucleusSegment(s: number, e: number, depth: number): number {
+    const kernel = this.kernel;
+    if (this.S > 0) {
+      const end = kernel.gridSum(s, e, this.S);
+      if (end >= 0 && end < this.limit) {
+        this.S = end;
+        return -1;
+      }
+    }
+    if (e - s > SMALL_BUCKET && depth < SPLIT_LEVELS) {
+      const m = kernel.split(s, e, depth);
+      if (m > 0) {
+        const ends = kernel.splitEnds;
+        let t = s;
+        for (let j = 0; j < m; j++) {
+          const u = ends[depth * SPLIT_MAX + j]!;
+          if (u > t) {
+            const k = this.nucleusSegment(t, u, depth + 1);
+            if (k >= 0) return k;
+          }
+          t = u;
+        }
+        return -1;
+      }
+    }
+    this.sortSegment(s, e, 0);
+    const vals = kernel.vals;
+    let S = this.S;
+    for (let k = s; k < e; k++) {
+      S += vals[k]!;
+      if (S >= this.limit) {
+        this.S = S;
+        return k;
+      }
+    }
+    this.S = S;
+    return -1;
+  }
+
+  /**
+   * The position (in sorted order) of the drawn token among the first `kept`: the first where the running sum of
+   * vals[j] / total exceeds u, else the last one. The same walk as `nucleus`, for that sum (`drawSegment`).
+   */
+  drawPosition(kept: number, total: number, u: number): number {
+    const bucketEnd = this.kernel.bucketEnd;
+    this.S = 0;
+    this.limit = u;
+    this.drawTotal = total;
+    let s = 0;
+    let b = 0;
+    for (; s < kept; b++) {
+      const be = bucketEnd[b]!;
+      const e = be < kept ? be : kept;
+      if (e === s) continue;
+      const k = this.drawSegment(s, e, 0);
+      if (k >= 0) return k;
+      s = e;
+    }
+    // u is not below any partial sum (rounding): the last kept token, in the last bucket visited
+    const last = b - 1;
+    this.sortBucket(last, last > 0 ? bucketEnd[last - 1]! : 0, bucketEnd[last]!);
+    return kept - 1;
+  }
+  private drawTotal = 1;
+
+  /** nucleusSegment for the draw: adds vals[k] / total, stops at the first position where u < the sum. */
+  private drawSegment(s: number, e: number, depth: number): number {
+    const kernel = this.kernel;
+    const total = this.drawTotal;
+    if (this.S > 0) {
+      const end = kernel.gridSumDiv(s, e, this.S, total);
+      if (end >= 0 && !(this.limit < end)) {
+        this.S = end;
+        return -1;
+      }
+    }
+    if (e - s > SMALL_BUCKET && depth < SPLIT_LEVELS) {
+      const m = kernel.split(s, e, depth);
+      if (m > 0) {
+        const ends = kernel.splitEnds;
+        let t = s;
+        for (let j = 0; j < m; j++) {
+          const u = ends[depth * SPLIT_MAX + j]!;
+          if (u > t) {
+            const k = this.drawSegment(t, u, depth + 1);
+            if (k >= 0) return k;
+          }
+          t = u;
+        }
+        return -1;
+      }
+    }
+    this.sortSegment(s, e, 0);
+    const vals = kernel.vals;
+    let S = this.S;
+    for (let k = s; k < e; k++) {
+      S += vals[k]! / total;
+      if (this.limit < S) {
+        this.S = S;
+        return k;
+      }
+    }
+    this.S = S;
+    return -1;
+  }
+
   /** Insertion sort of ids/vals[s, e) by probability, descending; stable (`<` never moves past an equal value). */
   private insertionSort(s: number, e: number): void {
-    const { ids, vals } = this;
+    const { ids, vals } = this.kernel;
     for (let k = s + 1; k < e; k++) {
       const v = vals[k]!, id = ids[k]!;
       let j = k - 1;
@@ -326,7 +528,7 @@ class Workspace {
    * Sorts ids/vals[s, e) by probability, descending, stably (the segment is in id order, so ties stay in id order).
    */
   private sortSegment(s: number, e: number, depth: number): void {
-    const { ids, vals } = this;
+    const { ids, vals } = this.kernel;
     const n = e - s;
     if (n <= SMALL_BUCKET) {
       this.insertionSort(s, e);
@@ -381,7 +583,7 @@ class Workspace {
 
   /** Fallback for pathologically clustered values: a comparator sort (probability descending, id ascending). */
   private comparatorSort(s: number, e: number): void {
-    const { ids, vals } = this;
+    const { ids, vals } = this.kernel;
     const order = Array.from({ length: e - s }, (_, k) => s + k);
     order.sort((a, b) => vals[b]! - vals[a]! || ids[a]! - ids[b]!);
     const oi = order.map((k) => ids[k]!);
@@ -402,68 +604,59 @@ function subBucket(v: number, hi: number, scale: number, n: number): number {
 }
 
 let shared: Workspace | undefined;
+/** The workspace for vocabulary size V, with the softmax kernel in use. */
 function workspace(V: number): Workspace {
-  if (!shared || shared.V !== V) shared = new Workspace(V);
+  const kind = expKind();
+  const loops = kind === 'wasm' ? 'wasm' : loopKind();
+  if (!shared || shared.V !== V || shared.kind !== kind || shared.loops !== loops) shared = new Workspace(V, kind, loops);
   return shared;
 }
 
 /**
- * The kept tokens of the package's `sample_logits` (temperature > 0), in workspace `ws`:
- * softmax → top-p cutoff → top-k → ** (1/temperature). On return ws.ids[0, kept) are the kept token ids, most
- * probable first, `weights[0, kept)` their unnormalised weights and `total` the sum of those weights (in that order).
+ * The kept tokens of the package's `sample_logits` (temperature > 0) for the logits in ws.kernel.x:
+ * softmax → top-p cutoff → top-k → ** (1/temperature). On return ws.kept is their number and ws.total the sum of
+ * their weights in sorted order. With `sorted`, ws.ids[0, kept) are the kept token ids, most probable first, and
+ * `ws.weights[0, kept)` their unnormalised weights; without it that order is only guaranteed where `drawPosition`
+ * establishes it (temperature 1 and no top-k cut: returns false), else (returns true) it is complete.
  */
-function keptDistribution(
-  logits: ArrayLike<number>, temperature: number, topP: number, topK: number,
-): { ws: Workspace; kept: number; weights: Float64Array; total: number } {
-  const ws = workspace(logits.length);
+function keptDistribution(ws: Workspace, temperature: number, topP: number, topK: number, sorted: boolean): boolean {
   // Every token with p < eps can be left out: all of them together hold < V * eps = 1 - topP, so the candidates
   // alone reach the cumulative top_p, and the cutoff lies among them (with top-p off, every p > 0 is a candidate).
   const eps = topP < 1 ? (1 - topP) / ws.V : 0;
-  ws.prepare(logits, eps);
+  ws.prepare(eps);
   const { vals, n } = ws;
   // No candidate at all only happens when the logits hold NaN or +Infinity (the softmax is NaN everywhere).
   if (n === 0) throw new UserError('cannot sample: the logits are not finite numbers');
 
-  // top-p: cutoff = probability of the first token (in sorted order) where the cumulative sum reaches top_p; keep
-  // every token with p ≥ cutoff (ties with the cutoff are kept, as `probs[probs < cutoff] = 0` does). When the sum
-  // never reaches top_p (rounding) every candidate is kept.
-  let kept = n;
-  // The running sum of vals[0, kept) in order: with temperature 1 and no top-k cut it is bit for bit the total
-  // below (the same additions in the same order), which then need not be summed again.
-  let cum = 0;
-  let cumIsTotal = false;
-  if (topP < 1) {
-    for (let j = 0; j < n; j++) {
-      if (j >= ws.sortedEnd) ws.sortThrough(j + 1);
-      cum += vals[j]!;
-      if (cum >= topP) {
-        const cutoff = vals[j]!;
-        kept = j + 1;
-        // Equal probabilities share a bucket, so the ties after j are already sorted.
-        while (kept < n && vals[kept]! >= cutoff) cum += vals[kept++]!;
-        cumIsTotal = true;
-        break;
-      }
-    }
-  }
+  // top-p, and the sum of the kept probabilities in sorted order: with temperature 1 and no top-k cut it is the
+  // total below (the same additions in the same order).
+  let kept = ws.nucleus(topP < 1 ? topP : Infinity);
+  let total = ws.total;
   // top-k: the k most probable (in sorted order).
+  let cut = false;
   if (topK > 0 && kept > topK) {
     kept = topK;
-    cumIsTotal = false;
+    cut = true;
+  }
+  ws.kept = kept;
+  ws.weights = vals;
+  if (temperature === 1 && !cut) {
+    ws.total = total;
+    if (sorted) ws.sortThrough(kept);
+    return sorted;
   }
   ws.sortThrough(kept);
-
   let weights = vals;
   if (temperature !== 1) {
     weights = ws.tmpVals; // free once sorting is done
     const inv = 1 / temperature;
     for (let j = 0; j < kept; j++) weights[j] = vals[j]! ** inv;
-    cumIsTotal = false;
   }
-  let total = 0;
-  if (cumIsTotal) total = cum;
-  else for (let j = 0; j < kept; j++) total += weights[j]!;
-  return { ws, kept, weights, total };
+  total = 0;
+  for (let j = 0; j < kept; j++) total += weights[j]!;
+  ws.weights = weights;
+  ws.total = total;
+  return true;
 }
 
 /** Extreme temperatures can underflow/overflow the total: then the most probable token is taken. */
@@ -476,7 +669,10 @@ const degenerate = (total: number) => !(total > 0) || !Number.isFinite(total);
  * Exported for tests; the sampler draws from the same computation without building these arrays.
  */
 export function samplingDistribution(logits: ArrayLike<number>, temperature: number, topP: number, topK: number): { ids: number[]; probs: number[] } {
-  const { ws, kept, weights, total } = keptDistribution(logits, temperature, topP, topK);
+  const ws = workspace(logits.length);
+  ws.kernel.x.set(logits);
+  keptDistribution(ws, temperature, topP, topK, true);
+  const { kept, weights, total } = ws;
   if (degenerate(total)) return { ids: [ws.ids[0]!], probs: [1] };
   const ids = Array.from(ws.ids.subarray(0, kept));
   const probs = Array.from(weights.subarray(0, kept), (w) => w / total);
@@ -484,14 +680,16 @@ export function samplingDistribution(logits: ArrayLike<number>, temperature: num
 }
 
 /**
- * Draws one token from the distribution of `samplingDistribution`: with u = random() in [0, 1) (drawn once the
- * distribution is known, even when it is degenerate), the first token, most probable first, where the running sum of
- * the normalised probabilities exceeds u. The same operations in the same order as summing `probs` would be.
+ * Draws one token from the distribution of `samplingDistribution` for the logits in ws.kernel.x: with
+ * u = random() in [0, 1) (drawn once the distribution is known, even when it is degenerate), the first token, most
+ * probable first, where the running sum of the normalised probabilities exceeds u. The same operations in the same
+ * order as summing `probs` would be.
  */
-function drawToken(logits: ArrayLike<number>, temperature: number, topP: number, topK: number, random: () => number): number {
-  const { ws, kept, weights, total } = keptDistribution(logits, temperature, topP, topK);
-  const ids = ws.ids;
-  const u = random();
+function drawToken(ws: Workspace, temperature: number, topP: number, topK: number, rng: Rng): number {
+  const sorted = keptDistribution(ws, temperature, topP, topK, false);
+  const { ids, kept, weights, total } = ws;
+  const u = rng.next();
+  if (!sorted) return ids[ws.drawPosition(kept, total, u)]!; // temperature 1: total is a positive sum
   if (degenerate(total)) return ids[0]!;
   let acc = 0;
   for (let j = 0; j < kept; j++) {
@@ -530,15 +728,17 @@ export class Sampler {
 
   /** Applies bans and penalties and samples, without recording the token. */
   choose(logits: Float32Array): number {
-    const x = workspace(logits.length).x; // reused buffer (its contents are not needed after this call)
+    const ws = workspace(logits.length);
+    const x = ws.kernel.x; // reused buffer (its contents are not needed after this call)
     x.set(logits);
-    for (const t of this.opts.banTokens ?? []) if (t < x.length) x[t] = -Infinity;
+    const bans = this.opts.banTokens;
+    if (bans) for (let i = 0; i < bans.length; i++) if (bans[i]! < x.length) x[bans[i]!] = -Infinity;
     this.penalties.apply(x);
     if (this.opts.temperature === 0) return argmax(x);
     // The distribution is computed before the random number is drawn (as before: an all-banned vector throws
     // without consuming it).
     const { temperature, topP, topK } = this.opts;
-    return drawToken(x, temperature, topP, topK, () => this.rng.next());
+    return drawToken(ws, temperature, topP, topK, this.rng);
   }
 
   /** Records a token for the repetition penalties (decay, then count += weight). */
@@ -556,8 +756,31 @@ export class Sampler {
     this.penalties.clear();
   }
 
-  /** The current decayed occurrence counts (token id → count). */
+  /** The current decayed occurrence counts (token id → count; a snapshot). */
   get counts(): ReadonlyMap<number, number> {
     return this.penalties.counts;
   }
+}
+
+/**
+ * Test access to the bucketed walks (not part of the API): probabilities `q` (in id order; ids are their indices;
+ * the positive ones are the candidates) laid out as the sampler lays them out, with the loops in wasm or JS, then the
+ * top-p walk and the draw of `drawPosition`. Returns the number kept, their total, the drawn id for each u, and the
+ * candidate ids in sorted order (sorting everything).
+ */
+export function bucketWalkForTests(q: ArrayLike<number>, topP: number, us: number[], loops: LoopKind = 'js'): { kept: number; total: number; drawn: number[]; order: number[] } {
+  const n = q.length;
+  const ws = new Workspace(n, 'math', loops);
+  let qMin = Infinity, qMax = -Infinity;
+  for (let i = 0; i < n; i++) {
+    ws.kernel.e[i] = q[i]!;
+    if (q[i]! < qMin) qMin = q[i]!;
+    if (q[i]! > qMax) qMax = q[i]!;
+  }
+  ws.arrange(1, 0, qMin, qMax); // q / 1 = q: every positive q is a candidate
+  const kept = ws.nucleus(topP < 1 ? topP : Infinity);
+  const total = ws.total;
+  const drawn = us.map((u) => ws.ids[ws.drawPosition(kept, total, u)]!);
+  ws.sortThrough(ws.n);
+  return { kept, total, drawn, order: Array.from(ws.ids.subarray(0, ws.n)) };
 }

@@ -1,0 +1,314 @@
+// The sampler's kernels (src/runtime/fast-exp.ts, src/runtime/sampler.ts), AssemblyScript compiled to WebAssembly
+// SIMD128: a small module of its own (its own memory, no threads), embedded in src/runtime/exp-wasm.ts by
+// wasm/build-exp.mjs. The softmax (max_of, exp_sum) and the O(n) loops of the sampler's bucketed top-p and draw
+// (candidates, scatter, grid_sum, grid_sum_div, split); fast-exp.ts has the same loops in JS for hosts without the
+// module, and sampler.ts describes what they compute and why the results are those of the sorted sequential sums.
+//
+// exp_sum computes e[i] = exp(x[i] - max) and their sum in index order with results that are bit for bit those of
+// V8's Math.exp, which is fdlibm's e_exp.c (V8 src/base/ieee754.cc, `exp`). The same algorithm, two lanes at a time,
+// for the arguments the sampler produces (d = x - max ≤ 0):
+//
+//   reduction   k = 0 when |d| ≤ 0.5 ln2 (high word of |d| ≤ 0x3fd62e42), else k = trunc(d / ln2 - 0.5);
+//               hi = d - k * ln2_hi, lo = k * ln2_lo, r = hi - lo    (ln2_hi has 32 bits: k * ln2_hi is exact)
+//   polynomial  t = r², c = r - t (P1 + t (P2 + t (P3 + t (P4 + t P5))))
+//   result      y = 1 - ((lo - r c / (2 - c)) - hi), exp(d) = y · 2^k
+//
+// fdlibm's own branches reduce to this one formula on d ≤ 0: its 0.5 ln2 < |d| < 1.5 ln2 branch (hi = d + ln2_hi,
+// lo = -ln2_lo, k = -1) is what the general formula gives there (trunc lands on -1 in that whole range), and its k = 0
+// return `1 - ((d c) / (c - 2) - d)` is the same operations up to the sign of a zero that the final subtraction
+// absorbs. Lanes with |d| < 2^-28 take fdlibm's `1 + d`; d below the underflow threshold (-745.13…, -Infinity
+// included) gives +0 as in fdlibm. Every other argument the fast path does not cover — d < -708 (k < -1021:
+// subnormal results, scaled differently in fdlibm), d > 0, NaN — and the last n mod 128 ones are computed by the
+// host's own Math.exp (the import `env.exp`).
+// The host checks exp_sum against Math.exp when it loads the module and computes the exponentials with Math.exp
+// instead if any value differs (the other functions do not depend on it).
+
+// @ts-ignore: decorator
+@external("env", "exp")
+declare function host_exp(x: f64): f64;
+
+// The constants, as bit patterns (fdlibm's hexadecimal values). Kept in memory and loaded into locals once per call:
+// as v128.const immediates inside the loop they would be rematerialised on every iteration.
+const K = memory.data<u64>([
+  0x3FF71547652B82FE, // 0: 1 / ln2
+  0x3FE62E42FEE00000, // 1: ln2_hi
+  0x3DEA39EF35793C76, // 2: ln2_lo
+  0x3FC555555555553E, // 3: P1
+  0xBF66C16C16BEBD93, // 4: P2
+  0x3F11566AAF25DE2C, // 5: P3
+  0xBEBBBD41C5D26BF1, // 6: P4
+  0x3E66376972BEA4D0, // 7: P5
+  0x3FE0000000000000, // 8: 0.5
+  0x3FF0000000000000, // 9: 1
+  0x4000000000000000, // 10: 2
+  0x3FD62E4300000000, // 11: |d| ≥ this ⇔ high word of |d| > 0x3fd62e42 (k ≠ 0)
+  0x3E30000000000000, // 12: 2^-28: |d| < this ⇔ high word of |d| < 0x3e300000 (result 1 + d)
+  0xC086200000000000, // 13: -708: d ≥ this ⇒ k ≥ -1021 (2^k is a normal number)
+  0xC0874910D52D3051, // 14: fdlibm's underflow threshold -745.13321910194110842
+  0x43300000000003FF, // 15: 2^52 + 1023: k + this (exact) has k + 1023 in its low bits
+]);
+
+// @ts-ignore: decorator
+@inline function kv(i: i32): v128 {
+  return f64x2.splat(load<f64>(K + (<usize>i << 3)));
+}
+
+/** Largest x[i], i < n, as `if (x[i] > m) m = x[i]` from m = -Infinity (NaN never wins); -Infinity if n = 0. */
+export function max_of(xp: usize, n: i32): f64 {
+  let m0 = f64x2.splat(-Infinity), m1 = m0;
+  let i = 0;
+  // pmax(m, v) = m < v ? v : m: a NaN v leaves m as it is; of +0 and -0 the first one seen stays (either is fine:
+  // the caller only subtracts the maximum, and d - (+0) and d - (-0) have the same exp).
+  for (; i + 4 <= n; i += 4) {
+    const p = xp + (<usize>i << 3);
+    m0 = f64x2.pmax(m0, v128.load(p));
+    m1 = f64x2.pmax(m1, v128.load(p, 16));
+  }
+  m0 = f64x2.pmax(m0, m1);
+  let m = f64x2.extract_lane(m0, 0);
+  const m2 = f64x2.extract_lane(m0, 1);
+  if (m2 > m) m = m2;
+  for (; i < n; i++) {
+    const v = load<f64>(xp + (<usize>i << 3));
+    if (v > m) m = v;
+  }
+  return m;
+}
+
+// Scratch for exp_sum's blocks: d, r, hi, lo, k and c of 128 arguments.
+const BLOCK = 128;
+const BLOCK_BYTES: usize = BLOCK * 8;
+const SCRATCH = memory.data(6 * BLOCK * 8, 16);
+
+/**
+ * e[i] = exp(x[i] - max) for i < n (x and e may be the same array); returns their sum, added in index order
+ * (sum = 0; sum += e[0]; sum += e[1]; …). The smallest positive e[i] is kept for last_emin().
+ *
+ * Blocks of 128 arguments in three passes (reduction; polynomial; division and scaling), so that each pass's
+ * dependency chain is short and many independent iterations are in flight at once: one pass over the whole
+ * formula is one ≈ 110-cycle chain per pair, and the processor's scheduler cannot hold enough of them to overlap.
+ */
+export function exp_sum(xp: usize, ep: usize, n: i32, max: f64): f64 {
+  const INVLN2 = kv(0), LN2HI = kv(1), LN2LO = kv(2), P1 = kv(3), P2 = kv(4), P3 = kv(5), P4 = kv(6), P5 = kv(7);
+  const HALF = kv(8), ONE = kv(9), TWO = kv(10), KT = kv(11), TINY = kv(12), LOWEST = kv(13), UTH = kv(14);
+  const MAGIC = kv(15);
+  const ZERO = f64x2.splat(0);
+  const m = f64x2.splat(max);
+  const D = SCRATCH, R = D + BLOCK_BYTES, HI = R + BLOCK_BYTES, LO = HI + BLOCK_BYTES, KF = LO + BLOCK_BYTES;
+  const C = KF + BLOCK_BYTES;
+  let sum: f64 = 0;
+  let em: f64 = Infinity;
+  let i = 0;
+  for (; i + BLOCK <= n; i += BLOCK) {
+    const xb = xp + (<usize>i << 3);
+    const eb = ep + (<usize>i << 3);
+    // reduction: k as a double (an integer value; +0 where |d| ≤ 0.5 ln2), hi, lo, r
+    let other = i32x4.splat(0); // lanes the fast path does not cover
+    for (let k: usize = 0; k < BLOCK_BYTES; k += 16) {
+      const d = f64x2.sub(v128.load(xb + k), m);
+      const kf = v128.and(f64x2.trunc(f64x2.sub(f64x2.mul(INVLN2, d), HALF)), f64x2.ge(f64x2.neg(d), KT));
+      const hi = f64x2.sub(d, f64x2.mul(kf, LN2HI));
+      const lo = f64x2.mul(kf, LN2LO);
+      v128.store(D + k, d);
+      v128.store(R + k, f64x2.sub(hi, lo));
+      v128.store(HI + k, hi);
+      v128.store(LO + k, lo);
+      v128.store(KF + k, kf);
+      // covered: -708 ≤ d ≤ 0, and the underflows d < -745.13… (NaN is neither)
+      other = v128.or(other, v128.not(v128.or(v128.and(f64x2.ge(d, LOWEST), f64x2.le(d, ZERO)), f64x2.lt(d, UTH))));
+    }
+    // polynomial: c = r - t (P1 + t (P2 + t (P3 + t (P4 + t P5)))), t = r²
+    for (let k: usize = 0; k < BLOCK_BYTES; k += 16) {
+      const r = v128.load(R + k);
+      const t = f64x2.mul(r, r);
+      const p5 = f64x2.add(P4, f64x2.mul(t, P5));
+      const p4 = f64x2.add(P3, f64x2.mul(t, p5));
+      const p3 = f64x2.add(P2, f64x2.mul(t, p4));
+      const p2 = f64x2.add(P1, f64x2.mul(t, p3));
+      v128.store(C + k, f64x2.sub(r, f64x2.mul(t, p2)));
+    }
+    // y = 1 - ((lo - r c / (2 - c)) - hi), exp = y · 2^k (2^k: the low bits of k + 2^52 + 1023 shifted into the
+    // exponent field); 1 + d where |d| < 2^-28; +0 below the underflow threshold
+    for (let k: usize = 0; k < BLOCK_BYTES; k += 16) {
+      const r = v128.load(R + k), c = v128.load(C + k), d = v128.load(D + k);
+      const y = f64x2.sub(ONE, f64x2.sub(f64x2.sub(v128.load(LO + k), f64x2.div(f64x2.mul(r, c), f64x2.sub(TWO, c))), v128.load(HI + k)));
+      const twopk = i64x2.shl(f64x2.add(v128.load(KF + k), MAGIC), 52);
+      const e = v128.andnot(f64x2.mul(y, twopk), f64x2.lt(d, UTH));
+      v128.store(eb + k, v128.bitselect(f64x2.add(ONE, d), e, f64x2.lt(f64x2.neg(d), TINY)));
+    }
+    // the other lanes (d < -708 but not an underflow, d > 0, NaN): the host's Math.exp
+    if (v128.any_true(other)) {
+      for (let k: usize = 0; k < BLOCK_BYTES; k += 8) {
+        const d = load<f64>(D + k);
+        if (!((d >= -708 && d <= 0) || d < reinterpret<f64>(0xC0874910D52D3051))) store<f64>(eb + k, host_exp(d));
+      }
+    }
+    for (let k: usize = 0; k < BLOCK_BYTES; k += 8) {
+      const e = load<f64>(eb + k);
+      sum += e;
+      if (e < em && e > 0) em = e;
+    }
+  }
+  for (; i < n; i++) {
+    const e = host_exp(load<f64>(xp + (<usize>i << 3)) - max);
+    store<f64>(ep + (<usize>i << 3), e);
+    sum += e;
+    if (e < em && e > 0) em = e;
+  }
+  eMin = em;
+  return sum;
+}
+
+let eMin: f64 = Infinity;
+
+/** The smallest positive e[i] of the last exp_sum (+Infinity if none). */
+export function last_emin(): f64 {
+  return eMin;
+}
+
+// ---- the sampler's loops (see src/runtime/sampler.ts, class Workspace) ------------------------------------------
+
+// @ts-ignore: decorator
+@inline function candidate(ep: usize, candp: usize, endp: usize, i: i32, n: i32, q: f64, hMax: i32, shift: i32, B: i32): void {
+  store<i32>(candp + (<usize>n << 2), i);
+  store<f64>(ep + (<usize>n << 3), q);
+  const b = min((hMax - <i32>(reinterpret<u64>(q) >> 32)) >> shift, B - 1);
+  const p = endp + (<usize>b << 2);
+  store<i32>(p, load<i32>(p) + 1);
+}
+
+/**
+ * Candidates in id order: q = e[i] / sum with q > 0 and q ≥ eps. Their ids go to cand[0, n), their q to e[0, n)
+ * (compacted in place: n ≤ i), and each is counted in its bucket min((hMax - highword(q)) >> shift, B - 1):
+ * ends[b] = the number in bucket b. Returns n. (Two divisions at a time; `lim` is not needed here.)
+ */
+export function candidates(ep: usize, V: i32, sum: f64, eps: f64, lim: f64, candp: usize, hMax: i32, shift: i32, B: i32, endp: usize): i32 {
+  memory.fill(endp, 0, <usize>B << 2);
+  const S2 = f64x2.splat(sum), EPS = f64x2.splat(eps), Z = f64x2.splat(0);
+  let n = 0;
+  let i = 0;
+  for (; i + 2 <= V; i += 2) {
+    const qv = f64x2.div(v128.load(ep + (<usize>i << 3)), S2);
+    const ok = i64x2.bitmask(v128.and(f64x2.gt(qv, Z), f64x2.ge(qv, EPS)));
+    if (ok & 1) candidate(ep, candp, endp, i, n++, f64x2.extract_lane(qv, 0), hMax, shift, B);
+    if (ok & 2) candidate(ep, candp, endp, i + 1, n++, f64x2.extract_lane(qv, 1), hMax, shift, B);
+  }
+  if (i < V) {
+    const q = load<f64>(ep + (<usize>i << 3)) / sum;
+    if (q > 0 && q >= eps) candidate(ep, candp, endp, i, n++, q, hMax, shift, B);
+  }
+  return n;
+}
+
+/**
+ * The stable counting scatter of the n candidates (ids cand[k], probabilities e[k], counted by `candidates`) into
+ * their buckets: ends[b] becomes the end offset of bucket b, ids/vals are laid out bucket after bucket.
+ */
+export function scatter(ep: usize, candp: usize, n: i32, hMax: i32, shift: i32, B: i32, endp: usize, idsp: usize, valsp: usize): void {
+  let acc = 0;
+  for (let b = 0; b < B; b++) {
+    const p = endp + (<usize>b << 2);
+    const c = load<i32>(p);
+    store<i32>(p, acc);
+    acc += c;
+  }
+  for (let k = 0; k < n; k++) {
+    const q = load<f64>(ep + (<usize>k << 3));
+    const b = min((hMax - <i32>(reinterpret<u64>(q) >> 32)) >> shift, B - 1);
+    const p = endp + (<usize>b << 2);
+    const pos = load<i32>(p);
+    store<i32>(p, pos + 1);
+    store<i32>(idsp + (<usize>pos << 2), load<i32>(candp + (<usize>k << 2)));
+    store<f64>(valsp + (<usize>pos << 3), q);
+  }
+}
+
+/**
+ * The running sum S (> 0, normal) after adding vals[s, e) one by one in sorted order, computed without sorting:
+ * S + Σ r(v), r(v) = fl(S + v) - S, when no v is an exact tie (v - r(v) = ±ulp/2) and the result stays in S's
+ * binade; -1 otherwise (the caller then sorts the bucket and adds one by one).
+ */
+export function grid_sum(valsp: usize, s: i32, e: i32, S: f64): f64 {
+  const P = reinterpret<f64>(reinterpret<u64>(S) & 0xFFF0000000000000);
+  const h = P * 1.1102230246251565e-16; // 2^-53
+  let sumR: f64 = 0;
+  let tie = false;
+  for (let k = s; k < e; k++) {
+    const v = load<f64>(valsp + (<usize>k << 3));
+    const r = (S + v) - S;
+    const d = v - r;
+    tie = tie | (d == h) | (d == -h);
+    sumR += r;
+  }
+  const end = S + sumR;
+  return !tie && end < 2 * P ? end : -1;
+}
+
+/** grid_sum for the draw's running sum of vals[k] / total. */
+export function grid_sum_div(valsp: usize, s: i32, e: i32, S: f64, total: f64): f64 {
+  const P = reinterpret<f64>(reinterpret<u64>(S) & 0xFFF0000000000000);
+  const h = P * 1.1102230246251565e-16;
+  let sumR: f64 = 0;
+  let tie = false;
+  for (let k = s; k < e; k++) {
+    const v = load<f64>(valsp + (<usize>k << 3)) / total;
+    const r = (S + v) - S;
+    const d = v - r;
+    tie = tie | (d == h) | (d == -h);
+    sumR += r;
+  }
+  const end = S + sumR;
+  return !tie && end < 2 * P ? end : -1;
+}
+
+/**
+ * Splits vals[s, e) (with ids) into m = min(64, (e - s) >> 3) sub-buckets by probability, highest first:
+ * floor((hi - v) * m / (hi - lo)) clamped to [0, m - 1] (monotone: equal values share a sub-bucket), by a stable
+ * counting sort through tmp; the sub-bucket end offsets go to ends[0, m). Returns m, or 0 (nothing moved) when all
+ * values are equal or their range is too small to scale.
+ */
+export function split(idsp: usize, valsp: usize, s: i32, e: i32, endsp: usize, tmpIdsp: usize, tmpValsp: usize): i32 {
+  let hi: f64 = -Infinity, lo: f64 = Infinity;
+  for (let k = s; k < e; k++) {
+    const v = load<f64>(valsp + (<usize>k << 3));
+    if (v > hi) hi = v;
+    if (v < lo) lo = v;
+  }
+  if (hi == lo) return 0;
+  const m = min(64, (e - s) >> 3);
+  const scale = <f64>m / (hi - lo);
+  if (scale == Infinity) return 0;
+  const mf = <f64>m;
+  memory.fill(endsp, 0, <usize>m << 2);
+  for (let k = s; k < e; k++) {
+    const f = (hi - load<f64>(valsp + (<usize>k << 3))) * scale;
+    const b = f >= mf ? m - 1 : f > 0 ? <i32>f : 0;
+    const p = endsp + (<usize>b << 2);
+    store<i32>(p, load<i32>(p) + 1);
+  }
+  let acc = s;
+  for (let j = 0; j < m; j++) {
+    const p = endsp + (<usize>j << 2);
+    const c = load<i32>(p);
+    store<i32>(p, acc);
+    acc += c;
+  }
+  for (let k = s; k < e; k++) {
+    const v = load<f64>(valsp + (<usize>k << 3));
+    const f = (hi - v) * scale;
+    const b = f >= mf ? m - 1 : f > 0 ? <i32>f : 0;
+    const p = endsp + (<usize>b << 2);
+    const pos = load<i32>(p);
+    store<i32>(p, pos + 1);
+    store<i32>(tmpIdsp + (<usize>pos << 2), load<i32>(idsp + (<usize>k << 2)));
+    store<f64>(tmpValsp + (<usize>pos << 3), v);
+  }
+  memory.copy(idsp + (<usize>s << 2), tmpIdsp + (<usize>s << 2), <usize>(e - s) << 2);
+  memory.copy(valsp + (<usize>s << 3), tmpValsp + (<usize>s << 3), <usize>(e - s) << 3);
+  return m;
+}
+
+/** First byte past the module's static data (the host places its arrays above it). */
+export function heap_base(): usize {
+  return __heap_base;
+}
