@@ -403,10 +403,18 @@ class Workspace {
    * per sub-bucket) and the sub-segments are walked in turn, and small segments are sorted and added one by one.
    */
   private nucleusSegment(s: number, e: number, depth: number): number {
+    return this.segment(s, e, depth, false, 1);
+  }
+
+  /**
+   * The walk of nucleusSegment (adds vals[k], stops where the sum reaches this.limit) and, with `draw`, of the draw
+   * (adds vals[k] / total, stops at the first position where this.limit < the sum).
+   */
+  private segment(s: number, e: number, depth: number, draw: boolean, total: number): number {
     const kernel = this.kernel;
     if (this.S > 0) {
-      const end = kernel.gridSum(s, e, this.S);
-      if (end >= 0 && end < this.limit) {
+      const end = draw ? kernel.gridSumDiv(s, e, this.S, total) : kernel.gridSum(s, e, this.S);
+      if (end >= 0 && (draw ? !(this.limit < end) : end < this.limit)) {
         this.S = end;
         return -1;
       }
@@ -419,7 +427,7 @@ class Workspace {
         for (let j = 0; j < m; j++) {
           const u = ends[depth * SPLIT_MAX + j]!;
           if (u > t) {
-            const k = this.nucleusSegment(t, u, depth + 1);
+            const k = this.segment(t, u, depth + 1, draw, total);
             if (k >= 0) return k;
           }
           t = u;
@@ -431,10 +439,12 @@ class Workspace {
     const vals = kernel.vals;
     let S = this.S;
     for (let k = s; k < e; k++) {
-      S += vals[k]!;
-      if (S >= this.limit) {
-        this.S = S;
-        return k;
+      if (draw) {
+        S += vals[k]! / total;
+        if (this.limit < S) { this.S = S; return k; }
+      } else {
+        S += vals[k]!;
+        if (S >= this.limit) { this.S = S; return k; }
       }
     }
     this.S = S;
@@ -443,20 +453,19 @@ class Workspace {
 
   /**
    * The position (in sorted order) of the drawn token among the first `kept`: the first where the running sum of
-   * vals[j] / total exceeds u, else the last one. The same walk as `nucleus`, for that sum (`drawSegment`).
+   * vals[j] / total exceeds u, else the last one. The same walk as `nucleus`, for that sum (`segment` with `total`).
    */
   drawPosition(kept: number, total: number, u: number): number {
     const bucketEnd = this.kernel.bucketEnd;
     this.S = 0;
     this.limit = u;
-    this.drawTotal = total;
     let s = 0;
     let b = 0;
     for (; s < kept; b++) {
       const be = bucketEnd[b]!;
       const e = be < kept ? be : kept;
       if (e === s) continue;
-      const k = this.drawSegment(s, e, 0);
+      const k = this.segment(s, e, 0, true, total);
       if (k >= 0) return k;
       s = e;
     }
@@ -465,49 +474,6 @@ class Workspace {
     this.sortBucket(last, last > 0 ? bucketEnd[last - 1]! : 0, bucketEnd[last]!);
     return kept - 1;
   }
-  private drawTotal = 1;
-
-  /** nucleusSegment for the draw: adds vals[k] / total, stops at the first position where u < the sum. */
-  private drawSegment(s: number, e: number, depth: number): number {
-    const kernel = this.kernel;
-    const total = this.drawTotal;
-    if (this.S > 0) {
-      const end = kernel.gridSumDiv(s, e, this.S, total);
-      if (end >= 0 && !(this.limit < end)) {
-        this.S = end;
-        return -1;
-      }
-    }
-    if (e - s > SMALL_BUCKET && depth < SPLIT_LEVELS) {
-      const m = kernel.split(s, e, depth);
-      if (m > 0) {
-        const ends = kernel.splitEnds;
-        let t = s;
-        for (let j = 0; j < m; j++) {
-          const u = ends[depth * SPLIT_MAX + j]!;
-          if (u > t) {
-            const k = this.drawSegment(t, u, depth + 1);
-            if (k >= 0) return k;
-          }
-          t = u;
-        }
-        return -1;
-      }
-    }
-    this.sortSegment(s, e, 0);
-    const vals = kernel.vals;
-    let S = this.S;
-    for (let k = s; k < e; k++) {
-      S += vals[k]! / total;
-      if (this.limit < S) {
-        this.S = S;
-        return k;
-      }
-    }
-    this.S = S;
-    return -1;
-  }
-
   /** Insertion sort of ids/vals[s, e) by probability, descending; stable (`<` never moves past an equal value). */
   private insertionSort(s: number, e: number): void {
     const { ids, vals } = this.kernel;
