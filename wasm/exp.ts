@@ -80,6 +80,16 @@ const BLOCK = 128;
 const BLOCK_BYTES: usize = BLOCK * 8;
 const SCRATCH = memory.data(6 * BLOCK * 8, 16);
 
+/** The last step of exp_sum for two lanes (from the scratch rows at these addresses). */
+// @ts-ignore: decorator
+@inline function expLanes(rp: usize, cp: usize, dp: usize, lop: usize, hip: usize, kfp: usize, ONE: v128, TWO: v128, MAGIC: v128, UTH: v128, TINY: v128): v128 {
+  const r = v128.load(rp), c = v128.load(cp), d = v128.load(dp);
+  const y = f64x2.sub(ONE, f64x2.sub(f64x2.sub(v128.load(lop), f64x2.div(f64x2.mul(r, c), f64x2.sub(TWO, c))), v128.load(hip)));
+  const twopk = i64x2.shl(f64x2.add(v128.load(kfp), MAGIC), 52);
+  const e = v128.andnot(f64x2.mul(y, twopk), f64x2.lt(d, UTH));
+  return v128.bitselect(f64x2.add(ONE, d), e, f64x2.lt(f64x2.neg(d), TINY));
+}
+
 /**
  * e[i] = exp(x[i] - max) for i < n (x and e may be the same array); returns their sum, added in index order
  * (sum = 0; sum += e[0]; sum += e[1]; …). The smallest positive e[i] is kept for last_emin().
@@ -87,6 +97,8 @@ const SCRATCH = memory.data(6 * BLOCK * 8, 16);
  * Blocks of 128 arguments in three passes (reduction; polynomial; division and scaling), so that each pass's
  * dependency chain is short and many independent iterations are in flight at once: one pass over the whole
  * formula is one ≈ 110-cycle chain per pair, and the processor's scheduler cannot hold enough of them to overlap.
+ * Where a block needs no Math.exp fix-up, the sum (still e[0], e[1], … one at a time) and the minimum are taken
+ * in the third pass itself, so that the sum's chain of dependent additions runs alongside the divisions.
  */
 export function exp_sum(xp: usize, ep: usize, n: i32, max: f64): f64 {
   const INVLN2 = kv(0), LN2HI = kv(1), LN2LO = kv(2), P1 = kv(3), P2 = kv(4), P3 = kv(5), P4 = kv(6), P5 = kv(7);
@@ -98,6 +110,7 @@ export function exp_sum(xp: usize, ep: usize, n: i32, max: f64): f64 {
   const C = KF + BLOCK_BYTES;
   let sum: f64 = 0;
   let em: f64 = Infinity;
+  let emv = f64x2.splat(Infinity);
   let i = 0;
   for (; i + BLOCK <= n; i += BLOCK) {
     const xb = xp + (<usize>i << 3);
@@ -129,19 +142,26 @@ export function exp_sum(xp: usize, ep: usize, n: i32, max: f64): f64 {
     }
     // y = 1 - ((lo - r c / (2 - c)) - hi), exp = y · 2^k (2^k: the low bits of k + 2^52 + 1023 shifted into the
     // exponent field); 1 + d where |d| < 2^-28; +0 below the underflow threshold
+    if (!v128.any_true(other)) {
+      // every lane is covered: the sum (in index order: lane 0, then lane 1) and the smallest positive value are
+      // taken in the same loop, so that the sum's chain of dependent additions overlaps the formula's work
+      for (let k: usize = 0; k < BLOCK_BYTES; k += 16) {
+        const e = expLanes(R + k, C + k, D + k, LO + k, HI + k, KF + k, ONE, TWO, MAGIC, UTH, TINY);
+        v128.store(eb + k, e);
+        sum += f64x2.extract_lane(e, 0);
+        sum += f64x2.extract_lane(e, 1);
+        // em = min(em, e) over e > 0, lane by lane (a minimum: its order does not matter)
+        emv = v128.bitselect(e, emv, v128.and(f64x2.lt(e, emv), f64x2.gt(e, ZERO)));
+      }
+      continue;
+    }
     for (let k: usize = 0; k < BLOCK_BYTES; k += 16) {
-      const r = v128.load(R + k), c = v128.load(C + k), d = v128.load(D + k);
-      const y = f64x2.sub(ONE, f64x2.sub(f64x2.sub(v128.load(LO + k), f64x2.div(f64x2.mul(r, c), f64x2.sub(TWO, c))), v128.load(HI + k)));
-      const twopk = i64x2.shl(f64x2.add(v128.load(KF + k), MAGIC), 52);
-      const e = v128.andnot(f64x2.mul(y, twopk), f64x2.lt(d, UTH));
-      v128.store(eb + k, v128.bitselect(f64x2.add(ONE, d), e, f64x2.lt(f64x2.neg(d), TINY)));
+      v128.store(eb + k, expLanes(R + k, C + k, D + k, LO + k, HI + k, KF + k, ONE, TWO, MAGIC, UTH, TINY));
     }
     // the other lanes (d < -708 but not an underflow, d > 0, NaN): the host's Math.exp
-    if (v128.any_true(other)) {
-      for (let k: usize = 0; k < BLOCK_BYTES; k += 8) {
-        const d = load<f64>(D + k);
-        if (!((d >= -708 && d <= 0) || d < reinterpret<f64>(0xC0874910D52D3051))) store<f64>(eb + k, host_exp(d));
-      }
+    for (let k: usize = 0; k < BLOCK_BYTES; k += 8) {
+      const d = load<f64>(D + k);
+      if (!((d >= -708 && d <= 0) || d < reinterpret<f64>(0xC0874910D52D3051))) store<f64>(eb + k, host_exp(d));
     }
     for (let k: usize = 0; k < BLOCK_BYTES; k += 8) {
       const e = load<f64>(eb + k);
@@ -149,6 +169,9 @@ export function exp_sum(xp: usize, ep: usize, n: i32, max: f64): f64 {
       if (e < em && e > 0) em = e;
     }
   }
+  const em0 = f64x2.extract_lane(emv, 0), em1 = f64x2.extract_lane(emv, 1);
+  if (em0 < em) em = em0;
+  if (em1 < em) em = em1;
   for (; i < n; i++) {
     const e = host_exp(load<f64>(xp + (<usize>i << 3)) - max);
     store<f64>(ep + (<usize>i << 3), e);
@@ -229,12 +252,41 @@ export function scatter(ep: usize, candp: usize, n: i32, hMax: i32, shift: i32, 
  * binade; -1 otherwise (the caller then sorts the bucket and adds one by one).
  */
 export function grid_sum(valsp: usize, s: i32, e: i32, S: f64): f64 {
+  return gridSum(valsp, s, e, S, 1, false);
+}
+
+/**
+ * grid_sum and grid_sum_div, four values at a time. The r(v) are multiples of ulp(P), each at least 0, so as long
+ * as their exact total is below 2P every partial sum of them — in any grouping — is exact and the total is the
+ * one the sequential loop gives; when it is not, the sequential and the grouped totals both leave S + total at or
+ * above 2P, and both give -1. The tie flag is an OR: its order does not matter either.
+ */
+// @ts-ignore: decorator
+@inline function gridSum(valsp: usize, s: i32, e: i32, S: f64, total: f64, divide: bool): f64 {
   const P = reinterpret<f64>(reinterpret<u64>(S) & 0xFFF0000000000000);
   const h = P * 1.1102230246251565e-16; // 2^-53
-  let sumR: f64 = 0;
-  let tie = false;
-  for (let k = s; k < e; k++) {
-    const v = load<f64>(valsp + (<usize>k << 3));
+  const S2 = f64x2.splat(S), H2 = f64x2.splat(h), T2 = f64x2.splat(total);
+  let a0 = f64x2.splat(0), a1 = a0, t = i64x2.splat(0);
+  let k = s;
+  for (; k + 4 <= e; k += 4) {
+    const p = valsp + (<usize>k << 3);
+    let v0 = v128.load(p), v1 = v128.load(p, 16);
+    if (divide) {
+      v0 = f64x2.div(v0, T2);
+      v1 = f64x2.div(v1, T2);
+    }
+    const r0 = f64x2.sub(f64x2.add(S2, v0), S2), r1 = f64x2.sub(f64x2.add(S2, v1), S2);
+    const d0 = f64x2.abs(f64x2.sub(v0, r0)), d1 = f64x2.abs(f64x2.sub(v1, r1));
+    t = v128.or(t, v128.or(f64x2.eq(d0, H2), f64x2.eq(d1, H2)));
+    a0 = f64x2.add(a0, r0);
+    a1 = f64x2.add(a1, r1);
+  }
+  a0 = f64x2.add(a0, a1);
+  let sumR = f64x2.extract_lane(a0, 0) + f64x2.extract_lane(a0, 1);
+  let tie = v128.any_true(t);
+  for (; k < e; k++) {
+    let v = load<f64>(valsp + (<usize>k << 3));
+    if (divide) v = v / total;
     const r = (S + v) - S;
     const d = v - r;
     tie = tie | (d == h) | (d == -h);
@@ -246,19 +298,7 @@ export function grid_sum(valsp: usize, s: i32, e: i32, S: f64): f64 {
 
 /** grid_sum for the draw's running sum of vals[k] / total. */
 export function grid_sum_div(valsp: usize, s: i32, e: i32, S: f64, total: f64): f64 {
-  const P = reinterpret<f64>(reinterpret<u64>(S) & 0xFFF0000000000000);
-  const h = P * 1.1102230246251565e-16;
-  let sumR: f64 = 0;
-  let tie = false;
-  for (let k = s; k < e; k++) {
-    const v = load<f64>(valsp + (<usize>k << 3)) / total;
-    const r = (S + v) - S;
-    const d = v - r;
-    tie = tie | (d == h) | (d == -h);
-    sumR += r;
-  }
-  const end = S + sumR;
-  return !tie && end < 2 * P ? end : -1;
+  return gridSum(valsp, s, e, S, total, true);
 }
 
 /**
