@@ -141,35 +141,39 @@ export function quant_x32(xq: usize, xsc: usize, x: usize, T: i32, xs: i32, cols
   }
 }
 
-/** Rows [r, r+4) of block weights (q4: dtype 4) as exact f32 into `dst` [4, K]. */
-@inline export function widenBlocks(dst: usize, W: usize, K: i32, r: i32, q4: bool, sc: usize, shift: i32): void {
+/** Columns [k0, k1) of rows [r, r+4) of block weights (q4: dtype 4) as exact f32 into `dst`, as kernels.ts's `widenTile`. */
+@inline export function widenBlocks(dst: usize, W: usize, K: i32, r: i32, k0: usize, k1: usize, q4: bool, sc: usize, shift: i32): void {
   const mul = f16mul(shift);
-  const nb = <usize>(K >> 5) << 2; // blocks in 4 rows
+  const nbr = <usize>(K >> 5); // blocks per row
   const bb: usize = q4 ? 16 : 32;
-  const src = W + <usize>r * (<usize>(K >> 5) * bb);
-  const s = sc + ((<usize>r * <usize>(K >> 5)) << 1);
-  for (let b: usize = 0; b < nb; b++) {
-    const d = f16lo(i32x4.splat(<i32>load<u16>(s + (b << 1))), mul);
-    const wp = src + b * bb, o = dst + (b << 7);
-    let lo: v128, hi: v128;
-    if (q4) {
-      const v = v128.load(wp);
-      lo = i8x16.sub(v128.and(v, i8x16.splat(15)), i8x16.splat(8));
-      hi = i8x16.sub(i8x16.shr_u(v, 4), i8x16.splat(8));
-    } else {
-      lo = v128.load(wp);
-      hi = v128.load(wp, 16);
+  for (let j: usize = 0; j < 4; j++) {
+    const row = <usize>r + j;
+    const src = W + row * (nbr * bb);
+    const s = sc + ((row * nbr) << 1);
+    for (let b = k0 >> 5; b < k1 >> 5; b++) {
+      const d = f16lo(i32x4.splat(<i32>load<u16>(s + (b << 1))), mul);
+      const wp = src + b * bb;
+      const o = dst + ((b - (k0 >> 5)) << 9) + (j << 4); // block b covers 8 chunks of 64 bytes; row j's vector in each
+      let lo: v128, hi: v128;
+      if (q4) {
+        const v = v128.load(wp);
+        lo = i8x16.sub(v128.and(v, i8x16.splat(15)), i8x16.splat(8));
+        hi = i8x16.sub(i8x16.shr_u(v, 4), i8x16.splat(8));
+      } else {
+        lo = v128.load(wp);
+        hi = v128.load(wp, 16);
+      }
+      widen16(o, lo, d);
+      widen16(o + 256, hi, d);
     }
-    widen16(o, lo, d);
-    widen16(o + 64, hi, d);
   }
 }
 
-/** 16 int8 values times d as f32 at o (64 bytes). */
+/** 16 int8 values times d as f32: 4 vectors at o, o + 64, o + 128, o + 192 (one per interleaved chunk). */
 @inline function widen16(o: usize, v: v128, d: v128): void {
   const l = i16x8.extend_low_i8x16_s(v), h = i16x8.extend_high_i8x16_s(v);
   v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(l)), d));
-  v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l)), d), 16);
-  v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h)), d), 32);
-  v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h)), d), 48);
+  v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l)), d), 64);
+  v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h)), d), 128);
+  v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h)), d), 192);
 }

@@ -18,11 +18,11 @@
 //
 // Mat-vec (decode, T = 1..2): each row is streamed once per token with 4 independent accumulators, two rows at a
 // time from far-apart parts of the matrix, with software prefetch (see the mat-vec section).
-// Mat-mat (prefill): register/cache blocking. Rows are processed in tiles of 4; a tile is widened to f32 into a
-// per-thread scratch (4 × K floats, L1/L2 resident; skipped for f32 weights) once, then every pair of token rows is
-// multiplied against it with 4 × 2 f32x4 accumulators (4 weight vectors and 2 activation vectors loaded per 32 MACs),
-// so weights are read from memory once per chunk of T tokens instead of once per token.
-
+// Mat-mat (prefill, batches): register/cache blocking. Rows are processed in tiles of 4; a tile is widened to f32
+// into a per-thread scratch (interleaved so one pointer walks it; in K blocks of 1024 columns, L1 resident) once, then
+// every pair of token rows (packed side by side by pack_x2) is multiplied against it with 4 × 2 f32x4 accumulators
+// (4 weight vectors and 2 activation vectors loaded per 32 MACs), so weights are read from memory once per chunk of
+// T tokens instead of once per token.
 // ---------------------------------------------------------------------------------------------------------------
 
 import { madd, hsum, lo64, hi64, hsum64, f4, finish64, finish, bf16lo, bf16hi, f16mul, f16lo, f16hi, PF, ahead } from './common';
@@ -217,97 +217,180 @@ export function pad_rows(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i3
 // ---------------------------------------------------------------------------------------------------------------
 // mat-mat (prefill)
 
-/** Widen rows [r, r+4) of W (dtype 0 f32, 1 bf16, 2 f16 ×2^shift, 3 int8, 4 q4, 5 q8_0) into `dst` [4, K] f32. */
-@inline function widenTile(dst: usize, W: usize, K: i32, r: i32, dtype: i32, sc: usize, shift: i32): void {
-  if (dtype >= 4) {
-    widenBlocks(dst, W, K, r, dtype == 4, sc, shift);
-    return;
-  }
-  const n = <usize>K << 2; // 4 rows × K values
-  if (dtype == 1 || dtype == 2) {
-    const src = W + ((<usize>r * <usize>K) << 1);
-    for (let i: usize = 0; i < n; i += 8) {
-      const v = v128.load(src + (i << 1));
-      if (dtype == 1) {
-        v128.store(dst + (i << 2), bf16lo(v));
-        v128.store(dst + (i << 2), bf16hi(v), 16);
-      } else {
-        v128.store(dst + (i << 2), f16lo(v, f16mul(shift)));
-        v128.store(dst + (i << 2), f16hi(v, f16mul(shift)), 16);
-      }
-    }
-  } else {
-    const src = W + <usize>r * <usize>K;
-    const G = <usize>(K >> 6);
-    const s = sc + ((<usize>r * G) << 2);
-    for (let i: usize = 0; i < n; i += 16) {
-      const v = v128.load(src + i);
-      const scale = v128.load32_splat(s + ((i >> 6) << 2));
-      const l = i16x8.extend_low_i8x16_s(v), h = i16x8.extend_high_i8x16_s(v);
-      const d = dst + (i << 2);
-      v128.store(d, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(l)), scale));
-      v128.store(d, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l)), scale), 16);
-      v128.store(d, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h)), scale), 32);
-      v128.store(d, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h)), scale), 48);
-    }
-  }
-}
-
-/** Rows [r, r+4) of W as f32 rows of K values: in place for f32, else widened into `scratch`. */
-@inline function tileRows(W: usize, K: i32, r: i32, dtype: i32, sc: usize, shift: i32, scratch: usize): usize {
-  if (dtype == 0) return W + f4(<usize>r * <usize>K);
-  widenTile(scratch, W, K, r, dtype, sc, shift);
-  return scratch;
+/** Address of 4-column chunk `k >> 2` of tile row `r` in an interleaved tile (see `mm`). */
+@inline export function tileAt(dst: usize, r: usize, k: usize): usize {
+  return dst + ((k >> 2) << 6) + (r << 4);
 }
 
 /**
- * Row tiles [lo, hi) (multiples of 4) of out[t, r] = act(W[r] · x[t] + bias[r]) for all t < T.
- * x: f32 [T, K] with row stride xs (≥ K, zero-padded to K); scratch: this thread's 4 × K floats.
+ * Columns [k0, k1) of rows [r, r+4) of W (dtype 0 f32, 1 bf16, 2 f16 ×2^shift, 3 int8, 4 q4, 5 q8_0) as f32 into
+ * `dst`, interleaved: for each 4-column chunk, the 4 rows' vectors side by side (64 bytes), so `mm` walks one
+ * pointer. k0 and k1 are multiples of 128 (or k1 = K).
  */
-export function mm(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, dtype: i32, sc: usize, scratch: usize, shift: i32): void {
-  const rowBytes = f4(<usize>K);
-  for (let r = lo; r < hi; r += 4) {
-    const w0 = tileRows(W, K, r, dtype, sc, shift, scratch);
-    const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
-    let t = 0;
-    for (; t + 1 < T; t += 2) {
-      const x0 = x + f4(<usize>(t * xs)), x1 = x0 + f4(<usize>xs);
-      let a00 = f32x4.splat(0), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-      for (let c: usize = 0; c < rowBytes; c += 16) {
-        const xa = v128.load(x0 + c), xb = v128.load(x1 + c);
-        const v0 = v128.load(w0 + c);
-        a00 = madd(v0, xa, a00); a01 = madd(v0, xb, a01);
-        const v1 = v128.load(w1 + c);
-        a10 = madd(v1, xa, a10); a11 = madd(v1, xb, a11);
-        const v2 = v128.load(w2 + c);
-        a20 = madd(v2, xa, a20); a21 = madd(v2, xb, a21);
-        const v3 = v128.load(w3 + c);
-        a30 = madd(v3, xa, a30); a31 = madd(v3, xb, a31);
+@inline function widenTile(dst: usize, W: usize, K: i32, r: i32, k0: usize, k1: usize, dtype: i32, sc: usize, shift: i32): void {
+  if (dtype >= 4) {
+    widenBlocks(dst, W, K, r, k0, k1, dtype == 4, sc, shift);
+    return;
+  }
+  const Ku = <usize>K, base = dst - (k0 << 4);
+  for (let j: usize = 0; j < 4; j++) {
+    const row = <usize>r + j;
+    if (dtype == 0) {
+      const src = W + f4(row * Ku);
+      for (let k = k0; k < k1; k += 4) v128.store(tileAt(base, j, k), v128.load(src + f4(k)));
+    } else if (dtype == 1 || dtype == 2) {
+      const src = W + ((row * Ku) << 1);
+      for (let k = k0; k < k1; k += 8) {
+        const v = v128.load(src + (k << 1)), d = tileAt(base, j, k);
+        if (dtype == 1) {
+          v128.store(d, bf16lo(v));
+          v128.store(d, bf16hi(v), 64);
+        } else {
+          v128.store(d, f16lo(v, f16mul(shift)));
+          v128.store(d, f16hi(v, f16mul(shift)), 64);
+        }
       }
-      const o0 = out + f4(<usize>(t * os + r)), o1 = o0 + f4(<usize>os);
-      finish(o0, hsum(a00), bias, r, act, acc);
-      finish(o1, hsum(a01), bias, r, act, acc);
-      if (r + 1 < rows) { finish(o0 + 4, hsum(a10), bias, r + 1, act, acc); finish(o1 + 4, hsum(a11), bias, r + 1, act, acc); }
-      if (r + 2 < rows) { finish(o0 + 8, hsum(a20), bias, r + 2, act, acc); finish(o1 + 8, hsum(a21), bias, r + 2, act, acc); }
-      if (r + 3 < rows) { finish(o0 + 12, hsum(a30), bias, r + 3, act, acc); finish(o1 + 12, hsum(a31), bias, r + 3, act, acc); }
-    }
-    if (t < T) {
-      const x0 = x + f4(<usize>(t * xs));
-      let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
-      for (let c: usize = 0; c < rowBytes; c += 16) {
-        const xa = v128.load(x0 + c);
-        a0 = madd(v128.load(w0 + c), xa, a0);
-        a1 = madd(v128.load(w1 + c), xa, a1);
-        a2 = madd(v128.load(w2 + c), xa, a2);
-        a3 = madd(v128.load(w3 + c), xa, a3);
+    } else {
+      const src = W + row * Ku;
+      const s = sc + ((row * (Ku >> 6)) << 2);
+      for (let k = k0; k < k1; k += 16) {
+        const v = v128.load(src + k);
+        const scale = v128.load32_splat(s + ((k >> 6) << 2));
+        const l = i16x8.extend_low_i8x16_s(v), h = i16x8.extend_high_i8x16_s(v);
+        const d = tileAt(base, j, k);
+        v128.store(d, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(l)), scale));
+        v128.store(d, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(l)), scale), 64);
+        v128.store(d, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h)), scale), 128);
+        v128.store(d, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h)), scale), 192);
       }
-      const o0 = out + f4(<usize>(t * os + r));
-      finish(o0, hsum(a0), bias, r, act, acc);
-      if (r + 1 < rows) finish(o0 + 4, hsum(a1), bias, r + 1, act, acc);
-      if (r + 2 < rows) finish(o0 + 8, hsum(a2), bias, r + 2, act, acc);
-      if (r + 3 < rows) finish(o0 + 12, hsum(a3), bias, r + 3, act, acc);
     }
   }
+}
+
+/**
+ * x for `mm`: T rows of `cols` values (stride xs) zero-padded to K and packed by token pairs: pair p holds, for each
+ * 4-column chunk, token 2p's vector then token 2p+1's (32 bytes); an odd last token follows as a plain row.
+ */
+export function pack_x2(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i32): void {
+  const Ku = <usize>K, c4 = <usize>(cols & ~3);
+  let t = 0;
+  for (; t + 1 < T; t += 2) {
+    const a = x + f4(<usize>(t * xs)), b = a + f4(<usize>xs), d = dst + f4(<usize>t * Ku);
+    let k: usize = 0;
+    for (; k < c4; k += 4) {
+      v128.store(d + (k << 3), v128.load(a + f4(k)));
+      v128.store(d + (k << 3), v128.load(b + f4(k)), 16);
+    }
+    for (; k < Ku; k++) {
+      const q = d + ((k >> 2) << 5) + ((k & 3) << 2);
+      store<f32>(q, k < <usize>cols ? load<f32>(a + f4(k)) : 0);
+      store<f32>(q + 16, k < <usize>cols ? load<f32>(b + f4(k)) : 0);
+    }
+  }
+  if (t < T) pad_rows(dst + f4(<usize>t * Ku), x + f4(<usize>(t * xs)), 1, xs, cols, K);
+}
+
+/**
+ * The outputs of one row tile and token: the sums of a0..a3 (rows r..r+3) at o0. The four horizontal sums are taken
+ * as one transpose-and-add, in `hsum`'s order ((l0 + l1) + (l2 + l3) per row). Where the finish is a plain f32
+ * operation it is done on the vector: accumulate (f32 add), bias (f32(f64(s) + f64(b)) is the f32 sum: double
+ * rounding through f64 is exact for addition), relu² without bias (s² is exact in f64); tanh and sigmoid, bias with
+ * an activation, and a partial last tile go through `finish` lane by lane.
+ */
+@inline function finish4(o0: usize, a0: v128, a1: v128, a2: v128, a3: v128, bias: usize, r: i32, act: i32, acc: i32, rows: i32): void {
+  const ab = f32x4.add(v128.shuffle<f32>(a0, a1, 0, 4, 2, 6), v128.shuffle<f32>(a0, a1, 1, 5, 3, 7));
+  const cd = f32x4.add(v128.shuffle<f32>(a2, a3, 0, 4, 2, 6), v128.shuffle<f32>(a2, a3, 1, 5, 3, 7));
+  const s = f32x4.add(v128.shuffle<f32>(ab, cd, 0, 1, 4, 5), v128.shuffle<f32>(ab, cd, 2, 3, 6, 7));
+  if (r + 3 < rows) {
+    if (acc) { v128.store(o0, f32x4.add(v128.load(o0), s)); return; }
+    if (act == 0) { v128.store(o0, bias ? f32x4.add(s, v128.load(bias + f4(<usize>r))) : s); return; }
+    if (act == 3 && !bias) { v128.store(o0, v128.and(f32x4.mul(s, s), f32x4.gt(s, f32x4.splat(0)))); return; }
+  }
+  finish(o0, f32x4.extract_lane(s, 0), bias, r, act, acc);
+  if (r + 1 < rows) finish(o0 + 4, f32x4.extract_lane(s, 1), bias, r + 1, act, acc);
+  if (r + 2 < rows) finish(o0 + 8, f32x4.extract_lane(s, 2), bias, r + 2, act, acc);
+  if (r + 3 < rows) finish(o0 + 12, f32x4.extract_lane(s, 3), bias, r + 3, act, acc);
+}
+
+/** Columns per K block of `mm`: a 4-row f32 tile block (16 KiB) and a token pair's block (8 KiB) stay in L1. */
+const KB: usize = 1024;
+
+/**
+ * Row tiles [lo, hi) (multiples of 4) of out[t, r] = act(W[r] · x[t] + bias[r]) for all t < T.
+ * x: packed by pack_x2 ([T, K] floats); scratch: this thread's 16·min(K, KB) bytes of tile, then (T + 2) · 64
+ * bytes of partial sums.
+ *
+ * Each tile of 4 rows is widened to f32 once (interleaved, `widenTile`), then every pair of token rows is
+ * multiplied against it with 4 × 2 f32x4 accumulators (4 weight vectors and 2 activation vectors loaded per 32
+ * MACs), so weights are read from memory once per chunk of T tokens. Both the tile and x are laid out so that one
+ * pointer each walks them with constant offsets: V8 then folds every address into its load (no address arithmetic
+ * per load), which is what bounds this loop. Rows longer than KB columns go in K blocks, the accumulators parked
+ * in scratch between blocks; each sum is still taken in natural column order per lane, as the mat-vec kernels'
+ * single-row loop would, so blocking changes no bits.
+ */
+export function mm(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, dtype: i32, sc: usize, scratch: usize, shift: i32): void {
+  const Ku = <usize>K, park = scratch + (min(Ku, KB) << 4);
+  for (let r = lo; r < hi; r += 4) {
+    for (let k0: usize = 0; k0 < Ku; k0 += KB) {
+      const k1 = min(k0 + KB, Ku), first = k0 == 0, last = k1 == Ku;
+      widenTile(scratch, W, K, r, k0, k1, dtype, sc, shift);
+      const wEnd = scratch + ((k1 - k0) << 4);
+      let t = 0;
+      for (; t + 1 < T; t += 2) {
+        let px = x + f4(<usize>t * Ku) + (k0 << 3);
+        const pp = park + (<usize>t << 6);
+        let a00 = f32x4.splat(0), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+        if (!first) {
+          a00 = v128.load(pp); a10 = v128.load(pp, 16); a20 = v128.load(pp, 32); a30 = v128.load(pp, 48);
+          a01 = v128.load(pp, 64); a11 = v128.load(pp, 80); a21 = v128.load(pp, 96); a31 = v128.load(pp, 112);
+        }
+        for (let pw = scratch; pw < wEnd; pw += 64) {
+          const xa = v128.load(px), xb = v128.load(px, 16);
+          const v0 = v128.load(pw);
+          a00 = madd(v0, xa, a00); a01 = madd(v0, xb, a01);
+          const v1 = v128.load(pw, 16);
+          a10 = madd(v1, xa, a10); a11 = madd(v1, xb, a11);
+          const v2 = v128.load(pw, 32);
+          a20 = madd(v2, xa, a20); a21 = madd(v2, xb, a21);
+          const v3 = v128.load(pw, 48);
+          a30 = madd(v3, xa, a30); a31 = madd(v3, xb, a31);
+          px += 32;
+        }
+        if (last) {
+          const o0 = out + f4(<usize>(t * os + r));
+          finish4(o0, a00, a10, a20, a30, bias, r, act, acc, rows);
+          finish4(o0 + f4(<usize>os), a01, a11, a21, a31, bias, r, act, acc, rows);
+        } else {
+          v128.store(pp, a00); v128.store(pp, a10, 16); v128.store(pp, a20, 32); v128.store(pp, a30, 48);
+          v128.store(pp, a01, 64); v128.store(pp, a11, 80); v128.store(pp, a21, 96); v128.store(pp, a31, 112);
+        }
+      }
+      if (t < T) {
+        let px = x + f4(<usize>t * Ku) + (k0 << 2);
+        const pp = park + (<usize>t << 6);
+        let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+        if (!first) { a0 = v128.load(pp); a1 = v128.load(pp, 16); a2 = v128.load(pp, 32); a3 = v128.load(pp, 48); }
+        for (let pw = scratch; pw < wEnd; pw += 64) {
+          const xa = v128.load(px);
+          a0 = madd(v128.load(pw), xa, a0);
+          a1 = madd(v128.load(pw, 16), xa, a1);
+          a2 = madd(v128.load(pw, 32), xa, a2);
+          a3 = madd(v128.load(pw, 48), xa, a3);
+          px += 16;
+        }
+        if (last) finish4(out + f4(<usize>(t * os + r)), a0, a1, a2, a3, bias, r, act, acc, rows);
+        else { v128.store(pp, a0); v128.store(pp, a1, 16); v128.store(pp, a2, 32); v128.store(pp, a3, 48); }
+      }
+    }
+  }
+}
+
+/** `finish4` with f64 sums (for `mmp`). */
+@inline function finish4d(o0: usize, s0: f64, s1: f64, s2: f64, s3: f64, bias: usize, r: i32, act: i32, acc: i32, rows: i32): void {
+  finish64(o0, s0, bias, r, act, acc);
+  if (r + 1 < rows) finish64(o0 + 4, s1, bias, r + 1, act, acc);
+  if (r + 2 < rows) finish64(o0 + 8, s2, bias, r + 2, act, acc);
+  if (r + 3 < rows) finish64(o0 + 12, s3, bias, r + 3, act, acc);
 }
 
 /**
@@ -318,56 +401,51 @@ export function mm(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: 
 export function mmp(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, dtype: i32, sc: usize, scratch: usize, shift: i32): void {
   const rowBytes = f4(<usize>K);
   for (let r = lo; r < hi; r += 4) {
-    const w0 = tileRows(W, K, r, dtype, sc, shift, scratch);
-    const w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
+    widenTile(scratch, W, K, r, 0, <usize>K, dtype, sc, shift);
+    const wEnd = scratch + (rowBytes << 2);
     let t = 0;
     for (; t + 1 < T; t += 2) {
-      const x0 = x + f4(<usize>(t * xs)), x1 = x0 + f4(<usize>xs);
+      let px = x + f4(<usize>t * <usize>K);
       let s00: f64 = 0, s01: f64 = 0, s10: f64 = 0, s11: f64 = 0, s20: f64 = 0, s21: f64 = 0, s30: f64 = 0, s31: f64 = 0;
-      for (let cb: usize = 0; cb < rowBytes; cb += 256) {
-        const ce = min(cb + 256, rowBytes);
+      for (let pb = scratch; pb < wEnd; pb += 1024) { // 64 columns: 16 chunks of 64 bytes
+        const be = min(pb + 1024, wEnd);
         let a00 = f32x4.splat(0), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-        for (let c: usize = cb; c < ce; c += 16) {
-          const xa = v128.load(x0 + c), xb = v128.load(x1 + c);
-          const v0 = v128.load(w0 + c);
+        for (let pw = pb; pw < be; pw += 64) {
+          const xa = v128.load(px), xb = v128.load(px, 16);
+          const v0 = v128.load(pw);
           a00 = madd(v0, xa, a00); a01 = madd(v0, xb, a01);
-          const v1 = v128.load(w1 + c);
+          const v1 = v128.load(pw, 16);
           a10 = madd(v1, xa, a10); a11 = madd(v1, xb, a11);
-          const v2 = v128.load(w2 + c);
+          const v2 = v128.load(pw, 32);
           a20 = madd(v2, xa, a20); a21 = madd(v2, xb, a21);
-          const v3 = v128.load(w3 + c);
+          const v3 = v128.load(pw, 48);
           a30 = madd(v3, xa, a30); a31 = madd(v3, xb, a31);
+          px += 32;
         }
         s00 += hsum(a00); s01 += hsum(a01); s10 += hsum(a10); s11 += hsum(a11);
         s20 += hsum(a20); s21 += hsum(a21); s30 += hsum(a30); s31 += hsum(a31);
       }
-      const o0 = out + f4(<usize>(t * os + r)), o1 = o0 + f4(<usize>os);
-      finish64(o0, s00, bias, r, act, acc);
-      finish64(o1, s01, bias, r, act, acc);
-      if (r + 1 < rows) { finish64(o0 + 4, s10, bias, r + 1, act, acc); finish64(o1 + 4, s11, bias, r + 1, act, acc); }
-      if (r + 2 < rows) { finish64(o0 + 8, s20, bias, r + 2, act, acc); finish64(o1 + 8, s21, bias, r + 2, act, acc); }
-      if (r + 3 < rows) { finish64(o0 + 12, s30, bias, r + 3, act, acc); finish64(o1 + 12, s31, bias, r + 3, act, acc); }
+      const o0 = out + f4(<usize>(t * os + r));
+      finish4d(o0, s00, s10, s20, s30, bias, r, act, acc, rows);
+      finish4d(o0 + f4(<usize>os), s01, s11, s21, s31, bias, r, act, acc, rows);
     }
     if (t < T) {
-      const x0 = x + f4(<usize>(t * xs));
+      let px = x + f4(<usize>t * <usize>K);
       let s0: f64 = 0, s1: f64 = 0, s2: f64 = 0, s3: f64 = 0;
-      for (let cb: usize = 0; cb < rowBytes; cb += 256) {
-        const ce = min(cb + 256, rowBytes);
+      for (let pb = scratch; pb < wEnd; pb += 1024) {
+        const be = min(pb + 1024, wEnd);
         let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
-        for (let c: usize = cb; c < ce; c += 16) {
-          const xa = v128.load(x0 + c);
-          a0 = madd(v128.load(w0 + c), xa, a0);
-          a1 = madd(v128.load(w1 + c), xa, a1);
-          a2 = madd(v128.load(w2 + c), xa, a2);
-          a3 = madd(v128.load(w3 + c), xa, a3);
+        for (let pw = pb; pw < be; pw += 64) {
+          const xa = v128.load(px);
+          a0 = madd(v128.load(pw), xa, a0);
+          a1 = madd(v128.load(pw, 16), xa, a1);
+          a2 = madd(v128.load(pw, 32), xa, a2);
+          a3 = madd(v128.load(pw, 48), xa, a3);
+          px += 16;
         }
         s0 += hsum(a0); s1 += hsum(a1); s2 += hsum(a2); s3 += hsum(a3);
       }
-      const o0 = out + f4(<usize>(t * os + r));
-      finish64(o0, s0, bias, r, act, acc);
-      if (r + 1 < rows) finish64(o0 + 4, s1, bias, r + 1, act, acc);
-      if (r + 2 < rows) finish64(o0 + 8, s2, bias, r + 2, act, acc);
-      if (r + 3 < rows) finish64(o0 + 12, s3, bias, r + 3, act, acc);
+      finish4d(out + f4(<usize>(t * os + r)), s0, s1, s2, s3, bias, r, act, acc, rows);
     }
   }
 }

@@ -75,6 +75,7 @@ interface Kernels {
   prefetch_distance(): number;
   quant_i8_bf16(q: number, sc: number, src: number, rows: number, cols: number, K: number): number;
   pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
+  pack_x2(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
   layer_norm(out: number, x: number, w: number, b: number, T: number, n: number, groups: number, eps: number): void;
   shift_lerp(out: number, x: number, shift: number, mix: number, T: number, C: number): void;
   decay(w: number, w0: number, T: number, C: number, lo: number): void;
@@ -313,11 +314,12 @@ export class WasmBackend implements Backend {
     return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes, DTYPE_CODE[dt], BLOCKED.test(m.name), f16Shift);
   }
 
-  /** Per-op scratch: one 4×K f32 tile per thread, a padded copy of x, and int16 x with per-row (or per-block) scales. */
+  /** Per-op scratch: one 4×K f32 tile and mm's parked sums per thread, a padded copy of x, and int16 x with per-row (or per-block) scales. */
   private growScratch(K: number): void {
     this.maxK = K;
     if (this.scratch.bytes) this.release(this.scratch.tile, this.scratch.bytes);
-    const tileStride = Math.max(4 * K * 4, 5 * 256 * 8); // a 4×K f32 tile, or wkv's 5·N f64 (N ≤ 256)
+    // a 4×K f32 tile (mm's partial sums after it), or wkv's 5·N f64 (N ≤ 256)
+    const tileStride = Math.max(4 * K * 4 + (this.maxChunk + 2) * 64, 5 * 256 * 8);
     const tileBytes = tileStride * this.threads;
     const xpadBytes = this.maxChunk * K * 4;
     const xqBytes = Math.ceil((Math.max(this.maxChunk * K * 2, 2 * K * 4)) / 64) * 64; // int16 [T, K]; q4/q8_0: hi/lo [2, 2K]
@@ -374,9 +376,8 @@ export class WasmBackend implements Backend {
       this.par(OP_MV[dt]!, rows, 4, items, [p(out), xp, m.ptr, K, T, xs, rows, bias, act, acc, rows, m.f16Shift]);
       return;
     }
-    let xp = p(x), xs = cols;
-    if (K !== cols) { this.k.pad_rows(S.xpad, xp, T, cols, cols, K); xp = S.xpad; xs = K; }
-    this.par(m.blocked ? OP_MMP : OP_MM, m.rowsP, 4, items, [p(out), xp, m.ptr, K, T, xs, rows, bias, act, acc, rows, dt, m.sc, S.tile, m.f16Shift], 13, S.tileStride);
+    this.k.pack_x2(S.xpad, p(x), T, cols, cols, K); // token pairs interleaved, zero-padded to K (see wasm/kernels.ts mm)
+    this.par(m.blocked ? OP_MMP : OP_MM, m.rowsP, 4, items, [p(out), S.xpad, m.ptr, K, T, K, rows, bias, act, acc, rows, dt, m.sc, S.tile, m.f16Shift], 13, S.tileStride);
   }
 
   /** Run a splittable kernel over `n` items on all threads, or on the main thread alone when `parallel` is 0. */
