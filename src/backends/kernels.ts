@@ -40,10 +40,13 @@ export interface Mat {
  * `blocks`: the file's own ggml blocks of the same matrix (a GGUF Q4_0/Q8_0 tensor, already in [out, in]
  * orientation: each row is cols / 32 blocks); `data` then holds their exact dequantization. A backend storing that
  * block type takes the blocks as they are (no re-rounding).
+ * `fill` (16-bit matrices of files read by offset): writes rows [row, row + n) of `data` (n·cols values, natural
+ * order) into `dst`, straight from the file and checked as `data` is, so that a backend can read a matrix into its
+ * own memory with no host copy of it; `data` is then read only if something asks for it.
  */
 export type HostMatrix =
   | { name: string; rows: number; cols: number; dtype: 'F32'; data: Float32Array; blocks?: HostBlocks }
-  | { name: string; rows: number; cols: number; dtype: 'BF16' | 'F16'; data: Uint16Array; blocks?: HostBlocks };
+  | { name: string; rows: number; cols: number; dtype: 'BF16' | 'F16'; data: Uint16Array; blocks?: HostBlocks; fill?: (dst: Uint16Array, row: number, n: number) => void };
 
 /** ggml Q4_0 (18 bytes per 32 values) or Q8_0 (34 bytes) blocks, row-major. */
 export interface HostBlocks {

@@ -19,7 +19,7 @@ export type { RawTensorFile } from './raw.js';
 export { DTYPE_BYTES } from './types.js';
 export { openSafetensors, writeSafetensors, type TensorSource, type WriteOptions } from './safetensors.js';
 export { openPth } from './pth.js';
-export { bytesSource, memorySink, readExact, readAll, isByteSource, isFileSet, type ByteSource, type ByteSink, type FileSet } from './source.js';
+export { bytesSource, memorySink, readExact, readExactInto, readAll, isByteSource, isFileSet, type ByteSource, type ByteSink, type FileSet } from './source.js';
 export { toFloat32, bytesToFloat32, fromFloat32, readAs, f32BitsToBf16, f32BitsToF16 } from './dtype.js';
 export { detectLayout, flaToCanonical, canonicalToFla } from './layouts.js';
 

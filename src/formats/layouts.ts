@@ -92,7 +92,10 @@ export function transposeBytes(src: Uint8Array, rows: number, cols: number, es: 
 
 /** A view of `ref` under another name and shape; `transpose` swaps a 2-D tensor's axes when read. */
 function adapt(ref: TensorRef, name: string, shape: number[], transpose: boolean): TensorRef {
-  if (!transpose) return { name, dtype: ref.dtype, shape, read: () => ref.read() };
+  if (!transpose) {
+    const into = ref.readInto;
+    return into ? { name, dtype: ref.dtype, shape, read: () => ref.read(), readInto: (dst, start) => into.call(ref, dst, start) } : { name, dtype: ref.dtype, shape, read: () => ref.read() };
+  }
   const [rows, cols] = ref.shape as [number, number];
   return { name, dtype: ref.dtype, shape, read: () => transposeBytes(ref.read(), rows, cols, DTYPE_BYTES[ref.dtype]) };
 }

@@ -239,5 +239,11 @@ function makeTensorRef(path: string, zip: ZipReader, name: string, spec: TensorS
     }
     return out;
   };
-  return { name, dtype: storage.dtype, shape: [...size], read };
+  if (!contiguous || numel === 0) return { name, dtype: storage.dtype, shape: [...size], read };
+  const bytes = numel * es;
+  const readInto = (dst: Uint8Array, start = 0): void => {
+    if (start < 0 || start + dst.length > bytes) throw new FormatError(`${path}: read of ${dst.length} bytes at ${start} is outside tensor ${name} (${bytes} bytes)`);
+    zip.readEntryInto(storage.entry, offset * es + start, dst);
+  };
+  return { name, dtype: storage.dtype, shape: [...size], read, readInto };
 }

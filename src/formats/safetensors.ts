@@ -13,7 +13,7 @@
 import { FormatError } from '../errors.js';
 import { DTYPE_BYTES, type DType, type TensorRef } from './types.js';
 import { checkTensorSize } from './dtype.js';
-import { readExact, type ByteSink, type ByteSource } from './source.js';
+import { readExact, readExactInto, type ByteSink, type ByteSource } from './source.js';
 import type { RawTensorFile } from './raw.js';
 import { platform } from '../platform/index.js';
 
@@ -124,6 +124,11 @@ function readSafetensors(src: ByteSource): RawTensorFile {
       read: () => {
         if (closed) throw new FormatError(`${path}: file already closed (reading ${name})`);
         return readExact(src, at, end - begin);
+      },
+      readInto: (dst: Uint8Array, start = 0) => {
+        if (closed) throw new FormatError(`${path}: file already closed (reading ${name})`);
+        if (start < 0 || start + dst.length > end - begin) throw new FormatError(`${path}: read of ${dst.length} bytes at ${start} is outside tensor ${name} (${end - begin} bytes)`);
+        readExactInto(src, at + start, dst);
       },
     });
   }

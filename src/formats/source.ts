@@ -18,6 +18,12 @@ export interface ByteSource {
   readonly size: number;
   /** Exactly `length` bytes at `offset`, in a fresh buffer. Callers validate the range first (see `readExact`). */
   read(offset: number, length: number): Uint8Array;
+  /**
+   * Optional: exactly `dst.length` bytes at `offset`, into `dst` (where they are needed: a model's weights go
+   * straight into backend memory, with no fresh buffer per tensor). Callers validate the range first (see
+   * `readExactInto`); sources without it are read with `read` and copied.
+   */
+  readInto?(offset: number, dst: Uint8Array): void;
   /** Frees the handle; reads after close fail. Idempotent. */
   close(): void;
 }
@@ -41,6 +47,19 @@ export function readExact(src: ByteSource, position: number, length: number): Ui
   return src.read(position, length);
 }
 
+/** Reads exactly `dst.length` bytes at `position` of `src` into `dst`, or throws a FormatError naming the file. */
+export function readExactInto(src: ByteSource, position: number, dst: Uint8Array): void {
+  const length = dst.length;
+  if (!src.readInto) {
+    dst.set(readExact(src, position, length));
+    return;
+  }
+  if (!Number.isSafeInteger(position) || position < 0 || position + length > src.size) {
+    throw new FormatError(`${src.name}: truncated or corrupt file (wanted ${length} bytes at offset ${position}, file has ${src.size})`);
+  }
+  src.readInto(position, dst);
+}
+
 /** A source over bytes in memory (an `ArrayBuffer`, a `Uint8Array`, a fetched response). Reads copy. */
 export function bytesSource(bytes: Uint8Array | ArrayBuffer, name = 'buffer'): ByteSource {
   const u8 = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
@@ -51,6 +70,10 @@ export function bytesSource(bytes: Uint8Array | ArrayBuffer, name = 'buffer'): B
     read(offset, length) {
       if (closed) throw new FormatError(`${name}: file already closed`);
       return u8.slice(offset, offset + length);
+    },
+    readInto(offset, dst) {
+      if (closed) throw new FormatError(`${name}: file already closed`);
+      dst.set(u8.subarray(offset, offset + dst.length));
     },
     close() { closed = true; },
   };

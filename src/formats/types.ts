@@ -20,6 +20,11 @@ export interface TensorRef {
   readonly shape: readonly number[];
   /** Contiguous row-major little-endian bytes of the tensor (a fresh buffer, read from the file on demand). */
   read(): Uint8Array;
+  /**
+   * Optional (contiguous tensors of files read by offset): bytes [start, start + dst.length) of what `read()` returns,
+   * into `dst`, with no buffer of its own. Used to put weights straight where a backend keeps them.
+   */
+  readInto?(dst: Uint8Array, start?: number): void;
 }
 
 export type FileFormat = 'pth' | 'safetensors' | 'gguf';

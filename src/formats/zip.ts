@@ -13,7 +13,7 @@
  * multi-disk archives.
  */
 import { FormatError } from '../errors.js';
-import { readExact, type ByteSource } from './source.js';
+import { readExact, readExactInto, type ByteSource } from './source.js';
 
 const SIG_EOCD = 0x06054b50;
 const SIG_ZIP64_LOCATOR = 0x07064b50;
@@ -181,5 +181,15 @@ export class ZipReader {
       throw new FormatError(`${this.path}: read of ${length} bytes at ${start} is outside entry ${entry.name} (${entry.size} bytes)`);
     }
     return this.read(this.dataOffset(entry) + start, length);
+  }
+
+  /** Reads `dst.length` bytes of a stored entry starting at `start` within the entry into `dst`. */
+  readEntryInto(entry: ZipEntry, start: number, dst: Uint8Array): void {
+    if (start < 0 || start + dst.length > entry.size) {
+      throw new FormatError(`${this.path}: read of ${dst.length} bytes at ${start} is outside entry ${entry.name} (${entry.size} bytes)`);
+    }
+    const at = this.dataOffset(entry) + start;
+    if (this.closed) throw new FormatError(`${this.path}: file already closed`);
+    readExactInto(this.src, at, dst);
   }
 }

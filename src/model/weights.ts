@@ -155,6 +155,7 @@ function hostMatrix(t: TensorRef, path: string, transpose: boolean, finite: Fini
   if (t.shape.length !== 2) throw new FormatError(`${path}: tensor '${t.name}' has shape [${t.shape.join(', ')}]; a matrix was expected`);
   let [rows, cols] = t.shape as [number, number];
   const name = t.name;
+  if ((t.dtype === 'BF16' || t.dtype === 'F16') && !transpose && t.readInto) return fillable(t, rows, cols, finite, t.dtype);
   if (t.dtype === 'BF16' || t.dtype === 'F16') {
     const bytes = t.read();
     const copy = (bytes.byteOffset & 1) === 0 ? bytes : bytes.slice();
@@ -168,6 +169,40 @@ function hostMatrix(t: TensorRef, path: string, transpose: boolean, finite: Fini
   const blocks = ggmlBlocks(t, transpose);
   if (transpose) { data = transposed(data, rows, cols, new Float32Array(rows * cols)); [rows, cols] = [cols, rows]; }
   return blocks ? { name, rows, cols, dtype: 'F32', data, blocks } : { name, rows, cols, dtype: 'F32', data };
+}
+
+/**
+ * A 16-bit matrix the backend reads into place (`HostMatrix.fill`): each part is checked for non-finite values as
+ * it arrives; one holding any makes the whole tensor be read and checked, for the same error as `data` gives.
+ */
+function fillable(t: TensorRef, rows: number, cols: number, finite: FiniteCheck, dtype: 'BF16' | 'F16'): HostMatrix {
+  const readInto = t.readInto!.bind(t);
+  let data: Uint16Array | undefined;
+  const whole = (): Uint16Array => {
+    if (!data) {
+      const bytes = t.read();
+      const copy = (bytes.byteOffset & 1) === 0 ? bytes : bytes.slice();
+      const d = new Uint16Array(copy.buffer, copy.byteOffset, rows * cols);
+      finite(t.name, d, dtype);
+      data = d;
+    }
+    return data;
+  };
+  return {
+    name: t.name, rows, cols, dtype,
+    get data() { return whole(); },
+    fill(dst, row, n) {
+      if (row < 0 || n < 0 || row + n > rows || dst.length < n * cols) throw new RangeError(`fill: rows [${row}, ${row + n}) of ${t.name} into ${dst.length} values`);
+      const part = dst.subarray(0, n * cols);
+      readInto(new Uint8Array(part.buffer, part.byteOffset, part.byteLength), row * cols * 2);
+      try {
+        finite(t.name, part, dtype);
+      } catch (e) {
+        whole(); // throws the whole tensor's error (count and first element)
+        throw e;
+      }
+    },
+  };
 }
 
 /**

@@ -64,6 +64,16 @@ export function fileSource(path: string): ByteSource {
       }
       return buf;
     },
+    readInto(offset, dst) {
+      if (closed) throw new FormatError(`${path}: file already closed`);
+      const length = dst.length;
+      let done = 0;
+      while (done < length) {
+        const n = fs.readSync(fd, dst, done, length - done, offset + done);
+        if (n <= 0) throw new FormatError(`${path}: unexpected end of file at offset ${offset + done}`);
+        done += n;
+      }
+    },
     close() {
       if (!closed) { closed = true; fs.closeSync(fd); }
     },

@@ -137,7 +137,26 @@ export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf
   const d32 = new Uint32Array(dst.buffer, dst.byteOffset, dst.length >> 1); // K % 16 == 0; wasm allocations are 64-aligned
   const G = cols >> 3;
   let big = false; // an f16 value with |w| ≥ 64 (or inf/nan): ×2^10 would overflow
-  if (same && cols % 8 === 0 && m.data.byteOffset % 4 === 0) {
+  if (same && cols % 8 === 0 && 'fill' in m && m.fill) {
+    // read from the file a cache-sized chunk of rows at a time, then permuted while hot: in place when the rows
+    // are not padded, else from a staging buffer
+    const fill = m.fill;
+    const per = Math.max(1, Math.floor(FILL_CHUNK_BYTES / (2 * K)));
+    const stage = cols === K ? undefined : new Uint16Array(Math.min(per, rows) * cols);
+    const stage32 = stage && new Uint32Array(stage.buffer);
+    for (let r0 = 0; r0 < rows; r0 += per) {
+      const n = Math.min(per, rows - r0);
+      if (!stage) {
+        fill(dst.subarray(r0 * K, (r0 + n) * K), r0, n);
+        if (target === 'f16' && !big) big = bigF16(d32, (r0 * K) >> 1, n * K);
+        interleave(d32, (r0 * K) >> 1, d32, (r0 * K) >> 1, n * G);
+      } else {
+        fill(stage, r0, n);
+        if (target === 'f16' && !big) big = bigF16(stage32!, 0, n * cols);
+        for (let r = 0; r < n; r++) interleave(stage32!, (r * cols) >> 1, d32, ((r0 + r) * K) >> 1, G);
+      }
+    }
+  } else if (same && cols % 8 === 0 && m.data.byteOffset % 4 === 0) {
     // straight from the source: each row starts on a 16-byte boundary
     const s32 = new Uint32Array(m.data.buffer, m.data.byteOffset, (rows * cols) >> 1);
     if (target === 'f16') big = bigF16(s32, 0, rows * cols);
@@ -166,6 +185,9 @@ export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf
   shiftF16(dst, rows * K);
   return F16_SHIFT;
 }
+
+/** Bytes of 16-bit rows read from a file at a time by layout16 (small enough to stay in cache while permuted). */
+const FILL_CHUNK_BYTES = 256 * 1024;
 
 /**
  * The first n f16 patterns of u (none with |w| ≥ 64) times 2^F16_SHIFT, exactly: a normal value gains F16_SHIFT in its
@@ -218,10 +240,10 @@ export function layoutInt8(m: HostMatrix, dst: Int8Array, scales: Float32Array, 
   }
   const per = Math.floor(loader.stageBytes / (2 * cols));
   const stage = new Uint16Array(loader.memory.buffer, loader.stage, per * cols);
-  const src = m.data;
   for (let r0 = 0; r0 < rows; r0 += per) {
     const n = Math.min(per, rows - r0);
-    stage.set(src.subarray(r0 * cols, (r0 + n) * cols));
+    if (m.fill) m.fill(stage, r0, n); // straight from the file
+    else stage.set(m.data.subarray(r0 * cols, (r0 + n) * cols));
     for (let done = 0; done < n;) {
       const r = r0 + done;
       const ok = loader.kernels.quant_i8_bf16(dst.byteOffset + r * K, scales.byteOffset + r * G * 4, loader.stage + done * cols * 2, n - done, cols, K);
