@@ -90,8 +90,11 @@ minItems/maxItems, minLength/maxLength, enum, const; other keywords are refused)
       if (f.maxWhitespace !== undefined && f.jsonSchema === undefined) throw new UserError('--max-whitespace needs --json-schema');
       // Compile the schema before loading the model: a refused schema fails fast.
       const grammar = f.jsonSchema === undefined ? undefined : grammarFromFlag(f.jsonSchema, f.maxWhitespace);
-      const loaded = await loadModelFromFlags(f);
+      const loading = loadModelFromFlags(f);
+      loading.catch(() => {}); // awaited below (this only keeps a failure from counting as unhandled meanwhile)
+      // The tokenizer is built while the backend starts (its kernels compile in the background).
       const tokenizer = WorldTokenizer.default();
+      const loaded = await loading;
       const promptIds = tokenizer.encode(f.prompt);
       if (promptIds.length === 0) throw new UserError('the prompt encodes to no tokens');
       const state = loaded.model.newState();

@@ -102,9 +102,17 @@ function assetName(simd: 'relaxed' | 'plain', shared: boolean): AssetName {
   return simd === 'relaxed' ? 'rwkv7-single-relaxed.wasm' : 'rwkv7-single.wasm';
 }
 
+/**
+ * A build's bytes: read synchronously where the host can (so that compiling starts at once, in the background, even
+ * if the caller goes on with synchronous work before it next awaits), else asynchronously.
+ */
+async function buildBytes(name: AssetName): Promise<BufferSource> {
+  return (platform.assetSync(name) as Uint8Array<ArrayBuffer> | undefined) ?? await platform.asset(name);
+}
+
 /** The relaxed-SIMD build's bytes when this engine validates them (enabling the feature where it must be), else undefined. */
-async function relaxedBytes(shared: boolean): Promise<ArrayBuffer | undefined> {
-  const bytes = await platform.asset(assetName('relaxed', shared));
+async function relaxedBytes(shared: boolean): Promise<BufferSource | undefined> {
+  const bytes = await buildBytes(assetName('relaxed', shared));
   if (WebAssembly.validate(bytes)) return bytes;
   await platform.enableRelaxedSimd();
   return WebAssembly.validate(bytes) ? bytes : undefined;
@@ -120,7 +128,7 @@ function loadModule(simd: 'relaxed' | 'plain', shared: boolean): Promise<WebAsse
         if (bytes) return WebAssembly.compile(bytes);
         throw new Error('relaxed SIMD unavailable');
       }
-      return WebAssembly.compile(await platform.asset(assetName('plain', shared)));
+      return WebAssembly.compile(await buildBytes(assetName('plain', shared)));
     })();
     modules.set(key, p);
   }
