@@ -501,11 +501,14 @@ export function wkv(lo: i32, hi: i32, S: usize, r: usize, w: usize, k: usize, v:
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// element-wise and normalization ops (main thread; statistics in f64)
+// element-wise and normalization ops (statistics in f64). Each takes its share of rows [lo, hi) (decay: of
+// channels), so the thread pool can split the longer ones; results do not depend on the split.
 
-export function layer_norm(out: usize, x: usize, w: usize, b: usize, T: i32, n: i32, groups: i32, eps: f64): void {
+/** eps comes as the two 32-bit words of its f64 bits (the thread pool passes i32 arguments). */
+export function layer_norm(lo: i32, hi: i32, out: usize, x: usize, w: usize, b: usize, T: i32, n: i32, groups: i32, epsLo: u32, epsHi: u32): void {
   const g = n / groups;
-  for (let t = 0; t < T; t++) {
+  const eps = reinterpret<f64>((<u64>epsHi << 32) | <u64>epsLo);
+  for (let t = lo; t < min(hi, T); t++) {
     for (let h = 0; h < groups; h++) {
       const base = <usize>(t * n + h * g);
       let mean: f64 = 0;
@@ -527,8 +530,8 @@ export function layer_norm(out: usize, x: usize, w: usize, b: usize, T: i32, n: 
 }
 
 /** out[t] = x[t] + (prev[t] - x[t]) * mix, prev[0] = shift, prev[t] = x[t-1]. (Caller updates shift afterwards.) */
-export function shift_lerp(out: usize, x: usize, shift: usize, mix: usize, T: i32, C: i32): void {
-  for (let t = 0; t < T; t++) {
+export function shift_lerp(lo: i32, hi: i32, out: usize, x: usize, shift: usize, mix: usize, T: i32, C: i32): void {
+  for (let t = lo; t < min(hi, T); t++) {
     const xt = x + f4(<usize>(t * C));
     const pt = t == 0 ? shift : xt - f4(<usize>C);
     const ot = out + f4(<usize>(t * C));
@@ -545,10 +548,10 @@ export function shift_lerp(out: usize, x: usize, shift: usize, mix: usize, T: i3
  * wkv adds back: with repeated input the same decay multiplies the state every step, so a rounded w would bias it
  * coherently (t × 6e-8) — enough to show in the logits of ill-conditioned steps.
  */
-export function decay(w: usize, w0: usize, T: i32, C: i32, lo: usize): void {
+export function decay(c0: i32, c1: i32, w: usize, w0: usize, T: i32, C: i32, lo: usize): void {
   const k = Math.exp(-0.5);
   for (let t = 0; t < T; t++) {
-    for (let i = 0; i < C; i++) {
+    for (let i = c0; i < min(c1, C); i++) {
       const o = f4(<usize>(t * C + i));
       const z = <f64>load<f32>(w0 + f4(<usize>i)) + <f64>load<f32>(w + o);
       const v = Math.exp(-k / (1.0 + Math.exp(-z)));
@@ -567,8 +570,8 @@ export function lerp_inplace(x: usize, target: usize, gate: usize, n: i32): void
   }
 }
 
-export function key_prep(kk: usize, k: usize, a: usize, kK: usize, kA: usize, T: i32, C: i32, N: i32): void {
-  for (let t = 0; t < T; t++) {
+export function key_prep(lo: i32, hi: i32, kk: usize, k: usize, a: usize, kK: usize, kA: usize, T: i32, C: i32, N: i32): void {
+  for (let t = lo; t < min(hi, T); t++) {
     for (let h = 0; h < C; h += N) {
       const base = <usize>(t * C + h);
       let norm: f64 = 0;
@@ -591,8 +594,8 @@ export function key_prep(kk: usize, k: usize, a: usize, kK: usize, kA: usize, T:
   }
 }
 
-export function bonus_gate(y: usize, r: usize, k: usize, v: usize, rK: usize, g: usize, T: i32, C: i32, N: i32): void {
-  for (let t = 0; t < T; t++) {
+export function bonus_gate(lo: i32, hi: i32, y: usize, r: usize, k: usize, v: usize, rK: usize, g: usize, T: i32, C: i32, N: i32): void {
+  for (let t = lo; t < min(hi, T); t++) {
     for (let h = 0; h < C; h += N) {
       const x = <usize>(t * C + h);
       let bonus: f64 = 0;

@@ -70,24 +70,23 @@ class WMat implements Mat {
 interface Kernels {
   mv_f32: Function; mv_bf16: Function; mv_f16: Function; mv_i8: Function; mm: Function; wkv: Function; mmp: Function;
   mv_q4: Function; mv_q8: Function; bw_read: Function;
+  layer_norm: Function; shift_lerp: Function; decay: Function; key_prep: Function; bonus_gate: Function;
   quant_x(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
   quant_x32(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
   prefetch_distance(): number;
   quant_i8_bf16(q: number, sc: number, src: number, rows: number, cols: number, K: number): number;
   pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
   pack_x2(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
-  layer_norm(out: number, x: number, w: number, b: number, T: number, n: number, groups: number, eps: number): void;
-  shift_lerp(out: number, x: number, shift: number, mix: number, T: number, C: number): void;
-  decay(w: number, w0: number, T: number, C: number, lo: number): void;
   lerp_inplace(x: number, target: number, gate: number, n: number): void;
-  key_prep(kk: number, k: number, a: number, kK: number, kA: number, T: number, C: number, N: number): void;
-  bonus_gate(y: number, r: number, k: number, v: number, rK: number, g: number, T: number, C: number, N: number): void;
 }
 
 /** Kernels the thread pool can split, by op index. */
-const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv', 'mmp', 'mv_q4', 'mv_q8', 'bw_read'] as const;
+const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv', 'mmp', 'mv_q4', 'mv_q8', 'bw_read',
+  'layer_norm', 'shift_lerp', 'decay', 'key_prep', 'bonus_gate'] as const;
 const OP_MV = [0, 1, 2, 3, 7, 8]; // by DTYPE_CODE
-const OP_MM = 4, OP_WKV = 5, OP_MMP = 6, OP_BW = 9;
+const OP_MM = 4, OP_WKV = 5, OP_MMP = 6, OP_BW = 9, OP_LN = 10, OP_SHIFT = 11, OP_DECAY = 12, OP_KEY = 13, OP_BONUS = 14;
+/** Element-wise ops over at least this many values are split between the threads (by rows; decay by channels). */
+const PAR_MIN_ELEMS = 1 << 14;
 /** Matrices multiplied with blocked f64 accumulation in prefill (their errors are amplified by the state). */
 const BLOCKED = /receptance|\.(a1|a2)$/;
 /** Below this many multiply-adds an op runs on the main thread alone (a hand-off costs a few µs). */
@@ -354,7 +353,8 @@ export class WasmBackend implements Backend {
 
   layerNorm(out: Buf, x: Buf, w: Buf, b: Buf, T: number, n: number, groups: number, eps: number): void {
     this.touch(p(out));
-    this.k.layer_norm(p(out), p(x), p(w), p(b), T, n, groups, eps);
+    F64[0] = eps;
+    this.par(OP_LN, T, 1, T * n >= PAR_MIN_ELEMS ? 1 : 0, [p(out), p(x), p(w), p(b), T, n, groups, U32[0]!, U32[1]!]);
   }
 
   matmul(out: Buf, x: Buf, W: Mat, T: number, opts: MatmulOptions = {}): void {
@@ -396,13 +396,15 @@ export class WasmBackend implements Backend {
 
   shiftLerp(outs: readonly Buf[], x: Buf, shift: Buf, mixes: readonly Buf[], T: number, C: number): void {
     for (let i = 0; i < mixes.length; i++) this.touch(p(outs[i]!));
-    for (let i = 0; i < mixes.length; i++) this.k.shift_lerp(p(outs[i]!), p(x), p(shift), p(mixes[i]!), T, C);
+    const parallel = T * C >= PAR_MIN_ELEMS ? 1 : 0;
+    for (let i = 0; i < mixes.length; i++) this.par(OP_SHIFT, T, 1, parallel, [p(outs[i]!), p(x), p(shift), p(mixes[i]!), T, C]);
     this.copy(shift, x, C, 0, (T - 1) * C);
   }
 
   decay(w: Buf, w0: Buf, T: number, C: number): void {
     const side = this.sideOf(w);
-    this.k.decay(p(w), p(w0), T, C, side);
+    // two exponentials per value: worth a hand-off even for one token
+    this.par(OP_DECAY, C, 4, T * C >= 512 ? 1 : 0, [p(w), p(w0), T, C, side]);
     this.decayLive.set(p(w), side);
   }
 
@@ -418,7 +420,7 @@ export class WasmBackend implements Backend {
 
   keyPrep(kk: Buf, k: Buf, a: Buf, kK: Buf, kA: Buf, T: number, C: number, N: number): void {
     this.touch(p(kk)); this.touch(p(k));
-    this.k.key_prep(p(kk), p(k), p(a), p(kK), p(kA), T, C, N);
+    this.par(OP_KEY, T, 1, T * C >= PAR_MIN_ELEMS ? 1 : 0, [p(kk), p(k), p(a), p(kK), p(kA), T, C, N]);
   }
 
   wkv(S: Buf, r: Buf, w: Buf, k: Buf, v: Buf, kk: Buf, a: Buf, y: Buf, T: number, C: number, N: number): void {
@@ -433,7 +435,7 @@ export class WasmBackend implements Backend {
 
   bonusGate(y: Buf, r: Buf, k: Buf, v: Buf, rK: Buf, g: Buf, T: number, C: number, N: number): void {
     this.touch(p(y));
-    this.k.bonus_gate(p(y), p(r), p(k), p(v), p(rK), p(g), T, C, N);
+    this.par(OP_BONUS, T, 1, T * C >= PAR_MIN_ELEMS ? 1 : 0, [p(y), p(r), p(k), p(v), p(rK), p(g), T, C, N]);
   }
 
   /**
@@ -467,3 +469,5 @@ export class WasmBackend implements Backend {
 }
 
 const p = (b: Buf): number => (b as WBuf).ptr;
+/** An f64 as its two 32-bit words (little-endian: U32[0] low), for kernel arguments that go through the pool. */
+const F64 = new Float64Array(1), U32 = new Uint32Array(F64.buffer);
