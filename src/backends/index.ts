@@ -14,6 +14,11 @@ export interface BackendOptions {
   dtype?: WeightDType;
   /** CPU worker threads for the wasm backend (default: the number of cores). */
   threads?: number;
+  /**
+   * wasm: return before the worker threads have started (they start while the caller goes on, e.g. uploads the
+   * weights; ops run on the calling thread until they are up, with the same results); `sync()` waits for them.
+   */
+  deferThreads?: boolean;
   /** Called with a one-line notice (e.g. "no GPU adapter, using wasm"). */
   log?: (msg: string) => void;
 }

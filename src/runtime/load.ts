@@ -85,9 +85,17 @@ export async function loadModel(input: string | ByteSource | FileSet | undefined
     if (ck.gguf) checkGgufTokenizer(ck.gguf, config, opts.log);
     const backendName = opts.backend ?? 'auto';
     const dtype = opts.dtype ?? defaultWeightDType(ck, backendName);
-    const backend = await createBackend(backendName, { ...opts, dtype });
+    // the wasm threads start while the weights upload
+    const backend = await createBackend(backendName, { ...opts, dtype, deferThreads: true });
     assertModelFits(config, backend, p);
-    const weights = loadWeights(ck, config, backend, opts.onProgress);
+    let weights;
+    try {
+      weights = loadWeights(ck, config, backend, opts.onProgress);
+      await backend.sync();
+    } catch (e) {
+      await backend.dispose();
+      throw e;
+    }
     return { model: new RWKV7(backend, config, weights), config, path: p, format: ck.format, layout: ck.layout };
   } finally {
     ck.close();

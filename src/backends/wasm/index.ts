@@ -163,7 +163,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   }
   const memory = new WebAssembly.Memory({ initial: HEAP_BASE / 65536 + 16, maximum: 65536, shared: isShared });
   const instance = await WebAssembly.instantiate(module, { env: { memory } });
-  const pool = await ThreadPool.create(module, memory, instance.exports, PAR_OPS, threads);
+  const pool = await ThreadPool.create(module, memory, instance.exports, PAR_OPS, threads, !opts.deferThreads);
   return new WasmBackend(dtype, threads, simd, memory, instance.exports, pool, opts.maxChunk ?? 64);
 }
 
@@ -461,7 +461,10 @@ export class WasmBackend implements Backend {
     }
   }
 
-  async sync(): Promise<void> {}
+  /** Waits for the pool's threads when they were started in the background (`deferThreads`). */
+  async sync(): Promise<void> {
+    await this.pool.ready;
+  }
 
   async dispose(): Promise<void> {
     await this.pool.dispose();

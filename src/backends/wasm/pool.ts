@@ -65,20 +65,30 @@ export class ThreadPool {
   private readonly I: Int32Array;
   private readonly workers: PoolWorker[] = [];
   private readonly fns: Kernel[];
+  /** Whether every worker has started (until then each op runs on the calling thread alone: the same results). */
+  private up = false;
+  /** Resolves when every worker has started; rejects with the first one's error. */
+  ready: Promise<void> = Promise.resolve();
 
   private constructor(memory: WebAssembly.Memory, exports: WebAssembly.Exports, readonly names: readonly string[], readonly threads: number) {
     this.I = new Int32Array(memory.buffer, 0, CTRL + 64);
     this.fns = names.map((k) => exports[k] as Kernel);
   }
 
-  /** Start `threads - 1` workers (none for 1 thread) and wait until each has instantiated the module. */
-  static async create(module: WebAssembly.Module, memory: WebAssembly.Memory, exports: WebAssembly.Exports, names: readonly string[], threads: number): Promise<ThreadPool> {
+  /**
+   * Start `threads - 1` workers (none for 1 thread) and wait until each has instantiated the module, or with
+   * `wait` false return at once: ops run on the calling thread alone until `ready` has resolved (a caller with
+   * synchronous work to do meanwhile, such as uploading weights, awaits it after that).
+   */
+  static async create(module: WebAssembly.Module, memory: WebAssembly.Memory, exports: WebAssembly.Exports, names: readonly string[], threads: number, wait = true): Promise<ThreadPool> {
     const pool = new ThreadPool(memory, exports, names, threads);
     if (threads > 1) {
       for (let id = 1; id < threads; id++) {
         pool.workers.push(platform.startWorker(WORKER_SOURCE, { module, memory, id, n: threads, names: [...names], spin: 1 << 13 }));
       }
-      await Promise.all(pool.workers.map((w) => w.ready));
+      pool.ready = Promise.all(pool.workers.map((w) => w.ready)).then(() => { pool.up = true; });
+      pool.ready.catch(() => {}); // reported to whoever awaits it
+      if (wait) await pool.ready;
     }
     return pool;
   }
@@ -89,7 +99,7 @@ export class ThreadPool {
    */
   run(op: number, items: number, align: number, args: readonly number[], perArg = -1, perStride = 0): void {
     const n = this.workers.length;
-    if (n === 0 || items <= align) {
+    if (n === 0 || !this.up || items <= align) {
       this.fns[op]!(0, items, ...args);
       return;
     }
