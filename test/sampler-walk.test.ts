@@ -1,8 +1,8 @@
-// The sampler's bucketed top-p walk and draw (src/runtime/sampler.ts, Workspace.nucleus / drawPosition) add most
-// buckets up without sorting them (the grid argument: within one binade, fl(S + v) - S does not depend on S, except
-// at exact half-ulp ties). Compared here with the plain definition — sort by probability descending, id ascending,
-// then running sums — on probability arrays built to break it: exact ties at half an ulp, sums that land exactly on
-// powers of two, massive equal values, values spread over hundreds of binades, subnormals, tiny arrays.
+// The sampler's bucketed top-p walk and draw (src/runtime/sampler-workspace.ts, Workspace.nucleus / drawPosition)
+// add most buckets up without sorting them (the grid argument: within one binade, fl(S + v) - S does not depend on S,
+// except at exact half-ulp ties). Compared here with the plain definition — sort by probability descending, id
+// ascending, then running sums — on probability arrays built to break it: exact ties at half an ulp, sums that land
+// exactly on powers of two, massive equal values, values spread over hundreds of binades, subnormals, tiny arrays.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bucketWalkForTests, Rng } from '../src/runtime/sampler.js';

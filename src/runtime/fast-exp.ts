@@ -1,7 +1,7 @@
 /**
  * The sampler's numeric kernels: the softmax numerators — m = max x[i], e[i] = exp(x[i] - m) and their sum in index
  * order — bit for bit what `Math.exp` gives but faster (V = 65536 calls of Math.exp cost ≈ 1 ms), and the O(V)
- * loops of the sampler's bucketed top-p and draw (./sampler.ts, class Workspace, says what they compute).
+ * loops of the sampler's bucketed top-p and draw (./sampler-workspace.ts, class Workspace, says what they compute).
  *
  * V8's Math.exp is fdlibm's e_exp.c (V8 src/base/ieee754.cc). The exponentials (`ExpKind`):
  *
@@ -157,7 +157,7 @@ function wasmModule(): ExpExports | null {
 
 // ---- kernels over buffers ---------------------------------------------------------------------------------------
 
-/** The most buckets the sampler's layout uses (see sampler.ts, MAX_BUCKETS). */
+/** The most buckets the sampler's layout uses (see sampler-workspace.ts, MAX_BUCKETS). */
 export const KERNEL_MAX_BUCKETS = 256;
 /** split(): at most this many sub-buckets, and this many recursion levels (each has its own ends). */
 export const SPLIT_MAX = 64;
@@ -167,7 +167,7 @@ export const SPLIT_LEVELS = 9;
 const HI = new Uint32Array(Float64Array.of(1).buffer)[1] === 0x3ff00000 ? 1 : 0;
 
 /**
- * The sampler's O(V) loops over buffers of V entries (sampler.ts, class Workspace, says what they are for):
+ * The sampler's O(V) loops over buffers of V entries (sampler-workspace.ts, class Workspace, says what they are for):
  * fill `x`, then max(), expSum(), candidates(), layout(), and the walks' gridSum()/gridSumDiv().
  */
 export interface SamplerKernel {
