@@ -8,6 +8,8 @@ import { matrixShapes } from '../runtime/fit.js';
 import type { RWKV7 } from '../model/rwkv7.js';
 import type { ModelConfig } from '../model/config.js';
 import { UserError } from '../errors.js';
+import { Sampler, GENERATE_DEFAULTS } from '../runtime/sampler.js';
+import { WorldTokenizer } from '../tokenizer/index.js';
 
 export interface BenchOptions {
   model?: string;
@@ -20,6 +22,11 @@ export interface BenchOptions {
   runs?: number;
   /** Sequences side by side in every forward pass (default 1); rates are then the aggregate over all of them. */
   batch?: number;
+  /**
+   * Also measure decode with sampling: `rwkv7 generate`'s default sampler (GENERATE_DEFAULTS) run on every step's
+   * logits (each sequence's, with a batch), the sampled token fed back.
+   */
+  sample?: boolean;
 }
 
 export interface BenchResult {
@@ -36,6 +43,10 @@ export interface BenchResult {
   bandwidth_gb_s?: number;
   /** wasm: decode_gb_s as a percentage of bandwidth_gb_s. */
   decode_bw_pct?: number;
+  /** With `sample`: decode tok/s with the default sampler choosing every token (median over runs, like decode_tok_s). */
+  decode_sampled_tok_s?: number;
+  /** With `sample`: how much slower sampled decode is than plain decode, in % of decode_tok_s (100 · (1 - sampled / plain)). */
+  sampling_overhead_pct?: number;
 }
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
@@ -67,36 +78,67 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const prompt = Array.from({ length: P }, tok);
     const state = model.newState();
     await model.forward(prompt.slice(0, Math.min(P, 8)), state); // warm-up (JIT, first-touch)
-    await model.forward([tok()], state);
-    const pre: number[] = [], dec: number[] = [];
+    const warm = await model.forward([tok()], state);
+    const pre: number[] = [], dec: number[] = [], sdec: number[] = [];
     const B = Math.max(1, o.batch ?? 1);
+    // With `sample`: the default generate sampler, a fresh one per sequence and run (its seed fixed, so runs repeat),
+    // built outside the timed loops; the sampled decode runs right after the plain one in even runs and right before
+    // it in odd ones (drift over the runs then weighs on both alike). Warmed up once (its buffers, its kernel).
+    const tokenizer = o.sample ? WorldTokenizer.default() : undefined;
+    const samplers = (r: number) => Array.from({ length: B }, (_, i) => new Sampler({ ...GENERATE_DEFAULTS, seed: 1 + r * B + i }, tokenizer!));
+    if (o.sample) samplers(-1)[0]!.sample(warm);
     if (B > 1) {
       // B sequences in every pass: B prompts prefilled together, then B tokens per decode step.
       const states = Array.from({ length: B }, () => model.newState());
       const prompts = states.map(() => Array.from({ length: P }, tok));
+      let logits: Float32Array[] = states.map(() => warm); // (until a pass gives each sequence its own)
+      const plainB = async () => {
+        const t0 = performance.now();
+        for (let i = 0; i < D; i++) logits = await model.forwardBatch(states.map((st) => ({ tokens: [tok()], state: st })));
+        dec.push((B * D) / ((performance.now() - t0) / 1000));
+      };
+      const sampledB = async (r: number) => {
+        const ss = samplers(r);
+        const t0 = performance.now();
+        for (let i = 0; i < D; i++) logits = await model.forwardBatch(states.map((st, j) => ({ tokens: [ss[j]!.sample(logits[j]!)], state: st })));
+        sdec.push((B * D) / ((performance.now() - t0) / 1000));
+      };
       for (let r = 0; r < R; r++) {
         for (const s of states) s.reset();
-        let t0 = performance.now();
-        if (P > 0) await model.forwardBatch(states.map((st, i) => ({ tokens: prompts[i]!, state: st })));
+        const t0 = performance.now();
+        if (P > 0) logits = await model.forwardBatch(states.map((st, i) => ({ tokens: prompts[i]!, state: st })));
         pre.push((B * P) / ((performance.now() - t0) / 1000));
-        t0 = performance.now();
-        for (let i = 0; i < D; i++) await model.forwardBatch(states.map((st) => ({ tokens: [tok()], state: st })));
-        dec.push((B * D) / ((performance.now() - t0) / 1000));
+        if (o.sample && r % 2 === 1) await sampledB(r);
+        await plainB();
+        if (o.sample && r % 2 === 0) await sampledB(r);
       }
       for (const s of states) s.free();
     }
+    let logits = warm;
+    const plain = async () => {
+      const t0 = performance.now();
+      for (let i = 0; i < D; i++) logits = await model.forward([tok()], state);
+      dec.push(D / ((performance.now() - t0) / 1000));
+    };
+    const sampled = async (r: number) => {
+      const s = samplers(r)[0]!;
+      const t0 = performance.now();
+      for (let i = 0; i < D; i++) logits = await model.forward([s.sample(logits)], state);
+      sdec.push(D / ((performance.now() - t0) / 1000));
+    };
     for (let r = 0; r < (B > 1 ? 0 : R); r++) {
       state.reset();
-      let t0 = performance.now();
-      if (P > 0) await model.forward(prompt, state);
+      const t0 = performance.now();
+      if (P > 0) logits = await model.forward(prompt, state);
       pre.push(P / ((performance.now() - t0) / 1000));
-      t0 = performance.now();
-      for (let i = 0; i < D; i++) await model.forward([tok()], state);
-      dec.push(D / ((performance.now() - t0) / 1000));
+      if (o.sample && r % 2 === 1) await sampled(r);
+      await plain();
+      if (o.sample && r % 2 === 0) await sampled(r);
     }
     state.free();
     const wb = weightBytes(model, config, dtype);
     const decode = median(dec);
+    const sampledDecode = o.sample ? median(sdec) : undefined;
     const decodeGbS = (wb * decode) / B / 1e9;
     // The memory bandwidth this backend's threads get (wasm only; once per instance, after the timed runs).
     const probe = (model.backend as { probeBandwidth?: () => number }).probeBandwidth;
@@ -112,6 +154,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       decode_gb_s: decodeGbS,
       ...(B > 1 ? { batch: B } : {}),
       ...(bw ? { bandwidth_gb_s: bw, decode_bw_pct: (100 * decodeGbS) / bw } : {}),
+      ...(sampledDecode !== undefined ? { decode_sampled_tok_s: sampledDecode, sampling_overhead_pct: 100 * (1 - sampledDecode / decode) } : {}),
     };
   } finally {
     await model.backend.dispose();
@@ -123,6 +166,9 @@ const int = (name: string) => (v: string): number => {
   if (!Number.isInteger(n) || n < 0) throw new UserError(`--${name} expects a non-negative integer, got '${v}'`);
   return n;
 };
+
+/** "3.2% slower than plain decode" / "1.0% faster …" (a negative overhead is noise). */
+const fmtOverhead = (pct: number) => `${Math.abs(pct).toFixed(1)}% ${pct >= 0 ? 'slower' : 'faster'} than plain decode`;
 
 /** Registers `rwkv7 bench`. */
 export function register(program: Command): void {
@@ -138,12 +184,13 @@ export function register(program: Command): void {
     .option('--decode <n>', 'tokens for the decode measurement', int('decode'), 128)
     .option('--runs <n>', 'repetitions (the median is reported)', int('runs'), 3)
     .option('--batch <n>', 'sequences side by side in each forward pass (rates are the aggregate over all of them)', int('batch'), 1)
+    .option('--sample', "also measure decode with sampling: generate's default sampler picks every token (each sequence's, with --batch)")
     .option('--json', 'print one JSON object')
-    .action(async (o: { model?: string; synthetic?: string; backend: string; dtype: string; threads?: number; prefill: number; decode: number; runs: number; batch: number; json?: boolean }) => {
+    .action(async (o: { model?: string; synthetic?: string; backend: string; dtype: string; threads?: number; prefill: number; decode: number; runs: number; batch: number; sample?: boolean; json?: boolean }) => {
       if (o.model && o.synthetic) throw new UserError('give either --model or --synthetic, not both');
       const r = await runBench({
         model: o.model, synthetic: o.synthetic, backend: parseBackendName(o.backend), dtype: parseWeightDType(o.dtype),
-        threads: o.threads, prefill: o.prefill, decode: o.decode, runs: o.runs, batch: o.batch,
+        threads: o.threads, prefill: o.prefill, decode: o.decode, runs: o.runs, batch: o.batch, sample: o.sample,
       });
       if (o.json) {
         process.stdout.write(JSON.stringify(r) + '\n');
@@ -155,6 +202,7 @@ export function register(program: Command): void {
         `${what}: backend ${r.backend}, dtype ${r.dtype}, ${r.threads} thread(s)${r.batch ? `, batch ${r.batch} (aggregate rates)` : ''}\n` +
         `  prefill ${r.prefill_tok_s.toFixed(1)} tok/s (${o.prefill} tokens)\n` +
         `  decode  ${r.decode_tok_s.toFixed(1)} tok/s (${o.decode} tokens)${bw ? `: ${bw.decode_bw_pct!.toFixed(0)}% of the memory bandwidth` : ''}\n` +
+        (r.decode_sampled_tok_s !== undefined ? `  decode with sampling ${r.decode_sampled_tok_s.toFixed(1)} tok/s (${o.decode} tokens, generate's default sampler): ${fmtOverhead(r.sampling_overhead_pct!)}\n` : '') +
         `  weights read per token ${(r.weight_bytes_per_token / 1e6).toFixed(1)} MB → ${r.decode_gb_s.toFixed(2)} GB/s` +
         (bw ? ` of ${bw.bandwidth_gb_s!.toFixed(1)} GB/s probed with ${r.threads} thread(s) (${bw.decode_bw_pct!.toFixed(0)}%)\n` : '\n'),
       );
