@@ -66,7 +66,7 @@
 @inline export function bf16hi(v: v128): v128 {
   return v128.and(v, i32x4.splat(0xffff0000));
 }
-// f16 pair-interleaved lanes → f32: move exponent+mantissa into f32 position, rescale by `mul`, or the sign back.
+// f16 pair-interleaved lanes → f32: move sign, exponent and mantissa into f32 position, rescale by `mul`.
 // The host stores f16 matrices multiplied by 2^shift (shift 10 unless a value would overflow, see layout16), so
 // every nonzero weight is a normal f16 and the rescale never multiplies a subnormal f32: on x86 each such multiply
 // takes a microcode assist, and the ~0.2% of trained weights that are f16-subnormal cost ~30% of f16 mat-vec speed.
@@ -74,13 +74,14 @@
 @inline export function f16mul(shift: i32): v128 {
   return f32x4.splat(reinterpret<f32>((239 - shift) << 23));
 }
+// The f16 at the top of a lane, shifted right arithmetically by 3, has its exponent and mantissa where an f32's low
+// 5 exponent bits and top 10 mantissa bits go, its sign at bit 31 (and copies of it in bits 30-28, masked off): the
+// multiply by `mul` then rebiases the exponent and keeps the sign (4 ops for the low halves, 3 for the high ones).
 @inline export function f16lo(v: v128, mul: v128): v128 {
-  const mag = f32x4.mul(i32x4.shl(v128.and(v, i32x4.splat(0x7fff)), 13), mul);
-  return v128.or(mag, i32x4.shl(v128.and(v, i32x4.splat(0x8000)), 16));
+  return f32x4.mul(v128.and(i32x4.shr_s(i32x4.shl(v, 16), 3), i32x4.splat(0x8fffe000)), mul);
 }
 @inline export function f16hi(v: v128, mul: v128): v128 {
-  const mag = f32x4.mul(v128.and(i32x4.shr_u(v, 3), i32x4.splat(0x0fffe000)), mul);
-  return v128.or(mag, v128.and(v, i32x4.splat(0x80000000)));
+  return f32x4.mul(v128.and(i32x4.shr_s(v, 3), i32x4.splat(0x8fffe000)), mul);
 }
 
 /** Prefetch distance in bytes (≤ PREFETCH_PAD in src/backends/wasm/layout.ts); see the mat-vec notes in kernels.ts. */
