@@ -16,7 +16,7 @@
 
 import { madd, hsum, f4, finish, f16mul, f16lo, ahead } from './common';
 
-let sinkQ: v128 = i32x4.splat(0);
+let sinkQ: u32 = 0;
 
 /** 4 consecutive stored scales at p (u16 each) as f32 values d (mul = f16mul(shift)). */
 @inline function scales4(p: usize, mul: v128): v128 {
@@ -55,13 +55,14 @@ let sinkQ: v128 = i32x4.splat(0);
  * Each block's two i32 sums are exact and combined in f32, so x enters with about f32 precision.
  */
 @inline function pairBlocks(out: usize, xt: usize, xst: usize, W: usize, K: i32, sc: usize, ra: i32, rb: i32, both: bool,
-  bias: usize, act: i32, acc: i32, q4: bool, mul: v128, m15: v128, m8: v128): v128 {
+  bias: usize, act: i32, acc: i32, q4: bool, mul: v128, m15: v128, m8: v128): u32 {
   const nb = <usize>(K >> 5);
   const rowBytes: usize = q4 ? <usize>K >> 1 : <usize>K;
   const bb: usize = q4 ? 16 : 32; // code bytes per block
   const wa = W + <usize>ra * rowBytes, wb = W + <usize>rb * rowBytes;
   const sa = sc + ((<usize>ra * nb) << 1), sb = sc + ((<usize>rb * nb) << 1);
-  let fa = f32x4.splat(0), fb = fa, pf = fa;
+  let fa = f32x4.splat(0), fb = fa;
+  let pf: u32 = 0;
   for (let g: usize = 0; g < nb; g += 4) {
     const xs = v128.load(xst + (g << 2));
     const ca = f32x4.mul(scales4(sa + (g << 1), mul), xs);
@@ -89,17 +90,17 @@ let sinkQ: v128 = i32x4.splat(0);
   const mul = f16mul(shift), m15 = i16x8.splat(15), m8 = i16x8.splat(8);
   if (hi > rows) hi = rows;
   const h = (hi - lo + 1) >> 1;
-  let pf = i32x4.splat(0);
+  let pf: u32 = 0;
   const nb = <usize>(K >> 5);
   for (let t = 0; t < T; t++) {
     const xt = xq + ((<usize>t * <usize>K) << 2), xst = xsc + ((<usize>t * nb) << 2);
     const ot = out + f4(<usize>(t * os));
     for (let i = 0; i < h; i++) {
       const rb = lo + h + i;
-      pf = v128.or(pf, pairBlocks(ot, xt, xst, W, K, sc, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, q4, mul, m15, m8));
+      pf |= pairBlocks(ot, xt, xst, W, K, sc, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, q4, mul, m15, m8);
     }
   }
-  sinkQ = v128.or(sinkQ, pf);
+  sinkQ |= pf;
 }
 
 /** Q4_0 mat-vec: xq int16 hi/lo [T, K] with block scales xsc f32 [T, K/32] (quant_x32); W codes, sc scales. */

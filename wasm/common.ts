@@ -64,7 +64,7 @@
   return i32x4.shl(v, 16);
 }
 @inline export function bf16hi(v: v128): v128 {
-  return v128.and(v, i32x4.splat(0xffff0000));
+  return i32x4.shl(i32x4.shr_u(v, 16), 16); // two shifts rather than a mask: no constant held in a vector register
 }
 // f16 pair-interleaved lanes → f32: move sign, exponent and mantissa into f32 position, rescale by `mul`.
 // The host stores f16 matrices multiplied by 2^shift (shift 10 unless a value would overflow, see layout16), so
@@ -87,7 +87,16 @@
 /** Prefetch distance in bytes (≤ PREFETCH_PAD in src/backends/wasm/layout.ts); see the mat-vec notes in kernels.ts. */
 export const PF: usize = 2048;
 
-/** `pf` or-ed with the loads PF bytes ahead of wa and wb (software prefetch; the result must reach a global). */
-@inline export function ahead(pf: v128, wa: usize, wb: usize): v128 {
+/**
+ * `pf` or-ed with the words PF bytes ahead of wa and wb (software prefetch; the result must reach a global). Scalar
+ * loads: they fetch the cache line as well, and keep the running value out of the vector registers, which the
+ * kernels' accumulators need (a vector here made V8 spill accumulators in the mat-vec loops).
+ */
+@inline export function ahead(pf: u32, wa: usize, wb: usize): u32 {
+  return pf | load<u32>(wa + PF) | load<u32>(wb + PF);
+}
+
+/** `ahead` with 16-byte loads into a vector, for loops with vector registers to spare (the int8 mat-vec). */
+@inline export function aheadV(pf: v128, wa: usize, wb: usize): v128 {
   return v128.or(pf, v128.or(v128.load(wa + PF), v128.load(wb + PF)));
 }

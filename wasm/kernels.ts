@@ -25,7 +25,7 @@
 // T tokens instead of once per token.
 // ---------------------------------------------------------------------------------------------------------------
 
-import { madd, hsum, lo64, hi64, hsum64, f4, finish64, finish, bf16lo, bf16hi, f16mul, f16lo, f16hi, PF, ahead } from './common';
+import { madd, hsum, lo64, hi64, hsum64, f4, finish64, finish, bf16lo, bf16hi, f16mul, f16lo, f16hi, PF, ahead, aheadV } from './common';
 import { widenBlocks } from './blocks';
 
 export { mv_q4, mv_q8, quant_x32 } from './blocks';
@@ -45,7 +45,7 @@ export { quant_i8_bf16 } from './load';
 //    memory past its last allocation.
 // Each row's sum is computed as a one-row loop would (same accumulators, same order): the pairing changes no bits.
 
-let sink: v128 = i32x4.splat(0);
+let sink: u32 = 0;
 
 /** PF, for the host to check against the memory it keeps past its last allocation. */
 export function prefetch_distance(): i32 {
@@ -54,9 +54,10 @@ export function prefetch_distance(): i32 {
 
 
 /** One f32 mat-vec pass over rows ra and rb (rb stored only when `both`); returns the prefetch loads. */
-@inline function pairF32(out: usize, xt: usize, W: usize, K: i32, ra: i32, rb: i32, both: bool, bias: usize, act: i32, acc: i32): v128 {
+@inline function pairF32(out: usize, xt: usize, W: usize, K: i32, ra: i32, rb: i32, both: bool, bias: usize, act: i32, acc: i32): u32 {
   const wa = W + f4(<usize>ra * <usize>K), wb = W + f4(<usize>rb * <usize>K);
-  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0, pf = a0;
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  let pf: u32 = 0;
   for (let c: usize = 0; c < f4(<usize>K); c += 64) {
     // one x vector live at a time: V8 keeps only 16 vector registers, and spilled accumulators serialize the loop
     const pa = wa + c, pb = wb + c, xp = xt + c;
@@ -76,11 +77,13 @@ export function prefetch_distance(): i32 {
 }
 
 /** bf16 (and, with `f16`, f16) pass over rows ra and rb, as pairF32. */
-@inline function pair16(out: usize, xt: usize, W: usize, K: i32, ra: i32, rb: i32, both: bool, bias: usize, act: i32, acc: i32, f16: bool, mul: v128): v128 {
-  const wa = W + ((<usize>ra * <usize>K) << 1), wb = W + ((<usize>rb * <usize>K) << 1);
-  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0, pf = a0;
-  for (let c: usize = 0; c < <usize>K; c += 16) {
-    const pa = wa + (c << 1), pb = wb + (c << 1), xp = xt + f4(c);
+@inline function pair16(out: usize, xt: usize, W: usize, K: i32, ra: i32, rb: i32, both: bool, bias: usize, act: i32, acc: i32, f16: bool, mul: v128): u32 {
+  // one pointer per stream, advanced once per step (the loads take constant offsets)
+  let pa = W + ((<usize>ra * <usize>K) << 1), pb = W + ((<usize>rb * <usize>K) << 1), xp = xt;
+  const end = pa + (<usize>K << 1);
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  let pf: u32 = 0;
+  for (; pa < end; pa += 32) {
     pf = ahead(pf, pa, pb);
     let u = v128.load(pa), v = v128.load(pb), xv = v128.load(xp);
     a0 = madd(f16 ? f16lo(u, mul) : bf16lo(u), xv, a0); b0 = madd(f16 ? f16lo(v, mul) : bf16lo(v), xv, b0);
@@ -90,6 +93,7 @@ export function prefetch_distance(): i32 {
     a2 = madd(f16 ? f16lo(u, mul) : bf16lo(u), xv, a2); b2 = madd(f16 ? f16lo(v, mul) : bf16lo(v), xv, b2);
     xv = v128.load(xp, 48);
     a3 = madd(f16 ? f16hi(u, mul) : bf16hi(u), xv, a3); b3 = madd(f16 ? f16hi(v, mul) : bf16hi(v), xv, b3);
+    pb += 32; xp += 64;
   }
   finish(out + f4(<usize>ra), hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3))), bias, ra, act, acc);
   if (both) finish(out + f4(<usize>rb), hsum(f32x4.add(f32x4.add(b0, b1), f32x4.add(b2, b3))), bias, rb, act, acc);
@@ -99,29 +103,29 @@ export function prefetch_distance(): i32 {
 export function mv_f32(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32): void {
   if (hi > rows) hi = rows;
   const h = (hi - lo + 1) >> 1; // pass i: rows lo+i and lo+h+i (the last pass has one row when hi - lo is odd)
-  let pf = i32x4.splat(0);
+  let pf: u32 = 0;
   for (let t = 0; t < T; t++) {
     const xt = x + f4(<usize>(t * xs)), ot = out + f4(<usize>(t * os));
     for (let i = 0; i < h; i++) {
       const rb = lo + h + i;
-      pf = v128.or(pf, pairF32(ot, xt, W, K, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc));
+      pf |= pairF32(ot, xt, W, K, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc);
     }
   }
-  sink = v128.or(sink, pf);
+  sink |= pf;
 }
 
 export function mv_bf16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32): void {
   if (hi > rows) hi = rows;
   const h = (hi - lo + 1) >> 1;
-  let pf = i32x4.splat(0);
+  let pf: u32 = 0;
   for (let t = 0; t < T; t++) {
     const xt = x + f4(<usize>(t * xs)), ot = out + f4(<usize>(t * os));
     for (let i = 0; i < h; i++) {
       const rb = lo + h + i;
-      pf = v128.or(pf, pair16(ot, xt, W, K, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, false, f16mul(0)));
+      pf |= pair16(ot, xt, W, K, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, false, f16mul(0));
     }
   }
-  sink = v128.or(sink, pf);
+  sink |= pf;
 }
 
 /** f16 mat-vec; W holds the weights ×2^shift. */
@@ -129,15 +133,15 @@ export function mv_f16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32,
   const mul = f16mul(shift);
   if (hi > rows) hi = rows;
   const h = (hi - lo + 1) >> 1;
-  let pf = i32x4.splat(0);
+  let pf: u32 = 0;
   for (let t = 0; t < T; t++) {
     const xt = x + f4(<usize>(t * xs)), ot = out + f4(<usize>(t * os));
     for (let i = 0; i < h; i++) {
       const rb = lo + h + i;
-      pf = v128.or(pf, pair16(ot, xt, W, K, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, true, mul));
+      pf |= pair16(ot, xt, W, K, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, true, mul);
     }
   }
-  sink = v128.or(sink, pf);
+  sink |= pf;
 }
 
 /** Dot of one int8 row group (64 weights at wp) with 64 int16 x values (at xp), as i32x4 partial sums. */
@@ -155,7 +159,7 @@ export function mv_f16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32,
 }
 
 /** int8 pass over rows ra and rb of one token (xt: its int16 values, xscale: their scale), as pairF32. */
-@inline function pairI8(out: usize, xt: usize, xscale: f32, W: usize, K: i32, sc: usize, ra: i32, rb: i32, both: bool, bias: usize, act: i32, acc: i32): v128 {
+@inline function pairI8(out: usize, xt: usize, xscale: f32, W: usize, K: i32, sc: usize, ra: i32, rb: i32, both: bool, bias: usize, act: i32, acc: i32): u32 {
   const G = K >> 6;
   const wa = W + <usize>ra * <usize>K, wb = W + <usize>rb * <usize>K;
   const sa = sc + f4(<usize>ra * <usize>G), sb = sc + f4(<usize>rb * <usize>G);
@@ -163,7 +167,7 @@ export function mv_f16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32,
   for (let g = 0; g < G; g++) {
     const xp = xt + (<usize>g << 7), wg = <usize>g << 6;
     const x0 = v128.load(xp), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
-    pf = ahead(pf, wa + wg, wb + wg);
+    pf = aheadV(pf, wa + wg, wb + wg);
     const ia = dotI8(wa + wg, xp, x0, x1, x2, x3);
     const ib = dotI8(wb + wg, xp, x0, x1, x2, x3);
     fa = madd(f32x4.convert_i32x4_s(ia), v128.load32_splat(sa + f4(<usize>g)), fa);
@@ -171,23 +175,23 @@ export function mv_f16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32,
   }
   finish(out + f4(<usize>ra), hsum(fa) * xscale, bias, ra, act, acc);
   if (both) finish(out + f4(<usize>rb), hsum(fb) * xscale, bias, rb, act, acc);
-  return pf;
+  return i32x4.extract_lane(pf, 0) | i32x4.extract_lane(pf, 3);
 }
 
 /** int8 mat-vec: xq is int16 [T, K] (per-token scale in xsc[t]), W int8 [rowsP, K], sc f32 [rowsP, K/64]. */
 export function mv_i8(lo: i32, hi: i32, out: usize, xq: usize, W: usize, K: i32, T: i32, xsc: usize, os: i32, bias: usize, act: i32, acc: i32, rows: i32, sc: usize): void {
   if (hi > rows) hi = rows;
   const h = (hi - lo + 1) >> 1;
-  let pf = i32x4.splat(0);
+  let pf: u32 = 0;
   for (let t = 0; t < T; t++) {
     const xt = xq + ((<usize>t * <usize>K) << 1), ot = out + f4(<usize>(t * os));
     const xscale = load<f32>(xsc + f4(<usize>t));
     for (let i = 0; i < h; i++) {
       const rb = lo + h + i;
-      pf = v128.or(pf, pairI8(ot, xt, xscale, W, K, sc, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc));
+      pf |= pairI8(ot, xt, xscale, W, K, sc, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc);
     }
   }
-  sink = v128.or(sink, pf);
+  sink |= pf;
 }
 
 /** Quantize T rows of x (stride xs, `cols` values) to int16 [T, K] with one scale per row (max|x| → 32767). */

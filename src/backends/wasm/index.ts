@@ -403,8 +403,8 @@ export class WasmBackend implements Backend {
 
   decay(w: Buf, w0: Buf, T: number, C: number): void {
     const side = this.sideOf(w);
-    // two exponentials per value: worth a hand-off even for one token
-    this.par(OP_DECAY, C, 4, T * C >= 512 ? 1 : 0, [p(w), p(w0), T, C, side]);
+    // two exponentials per value: worth a hand-off from a few tokens on (for one, the hand-off costs what it saves)
+    this.par(OP_DECAY, C, 4, T * C >= 4096 ? 1 : 0, [p(w), p(w0), T, C, side]);
     this.decayLive.set(p(w), side);
   }
 
