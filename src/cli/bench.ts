@@ -24,7 +24,8 @@ export interface BenchOptions {
   batch?: number;
   /**
    * Also measure decode with sampling: `rwkv7 generate`'s default sampler (GENERATE_DEFAULTS) run on every step's
-   * logits (each sequence's, with a batch), the sampled token fed back.
+   * logits (each sequence's, with a batch), the sampled token fed back. Its steps alternate with the plain ones in
+   * blocks (timedDecode), so that both figures see the same host load.
    */
   sample?: boolean;
 }
@@ -59,6 +60,38 @@ function weightBytes(model: RWKV7, config: ModelConfig, dtype: WeightDType): num
   return matrixShapes(config).reduce((s, [r, c]) => s + r * c * per, 0);
 }
 
+/** Steps of plain and of sampled decode alternate in blocks of this many (see timedDecode). */
+const SAMPLE_BLOCK = 8;
+
+/**
+ * Runs `D` plain decode steps and, given `sampledStep`, `D` sampled ones; returns the milliseconds each kind took.
+ * Alone, the plain steps run in one timed stretch. With sampled steps the two kinds alternate in blocks of
+ * SAMPLE_BLOCK, each block timed, in the order ABBA… (`sampledFirst` swaps it; bench flips it every other run):
+ * the two figures then see the same host load — on a shared machine it moves by more than the sampler's share of a
+ * step — and drift over the run weighs on both alike. The state runs on through all of them (a step's cost does not
+ * depend on the position).
+ */
+async function timedDecode(D: number, sampledFirst: boolean, plainStep: () => Promise<unknown>, sampledStep?: () => Promise<unknown>): Promise<[number, number]> {
+  const time = async (n: number, step: () => Promise<unknown>) => {
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) await step();
+    return performance.now() - t0;
+  };
+  if (!sampledStep) return [await time(D, plainStep), 0];
+  let tp = 0, ts = 0;
+  for (let done = 0, k = 0; done < D; done += SAMPLE_BLOCK, k++) {
+    const n = Math.min(SAMPLE_BLOCK, D - done);
+    if ((k % 2 === 1) !== sampledFirst) {
+      ts += await time(n, sampledStep);
+      tp += await time(n, plainStep);
+    } else {
+      tp += await time(n, plainStep);
+      ts += await time(n, sampledStep);
+    }
+  }
+  return [tp, ts];
+}
+
 /** Prefill and decode throughput (median over runs) of one backend/dtype/threads configuration. */
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const dtype = o.dtype ?? 'f32';
@@ -82,58 +115,46 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const pre: number[] = [], dec: number[] = [], sdec: number[] = [];
     const B = Math.max(1, o.batch ?? 1);
     // With `sample`: the default generate sampler, a fresh one per sequence and run (its seed fixed, so runs repeat),
-    // built outside the timed loops; the sampled decode runs right after the plain one in even runs and right before
-    // it in odd ones (drift over the runs then weighs on both alike). Warmed up once (its buffers, its kernel).
+    // built outside the timed steps, warmed up once (its buffers, its kernel). See decodeRun for the timing.
     const tokenizer = o.sample ? WorldTokenizer.default() : undefined;
     const samplers = (r: number) => Array.from({ length: B }, (_, i) => new Sampler({ ...GENERATE_DEFAULTS, seed: 1 + r * B + i }, tokenizer!));
     if (o.sample) samplers(-1)[0]!.sample(warm);
+    const decodeRun = async (r: number, plainStep: () => Promise<unknown>, sampledStep: (() => Promise<unknown>) | undefined) => {
+      const [tp, ts] = await timedDecode(D, r % 2 === 1, plainStep, sampledStep);
+      dec.push((B * D) / (tp / 1000));
+      if (sampledStep) sdec.push((B * D) / (ts / 1000));
+    };
     if (B > 1) {
       // B sequences in every pass: B prompts prefilled together, then B tokens per decode step.
       const states = Array.from({ length: B }, () => model.newState());
       const prompts = states.map(() => Array.from({ length: P }, tok));
       let logits: Float32Array[] = states.map(() => warm); // (until a pass gives each sequence its own)
-      const plainB = async () => {
-        const t0 = performance.now();
-        for (let i = 0; i < D; i++) logits = await model.forwardBatch(states.map((st) => ({ tokens: [tok()], state: st })));
-        dec.push((B * D) / ((performance.now() - t0) / 1000));
-      };
-      const sampledB = async (r: number) => {
-        const ss = samplers(r);
-        const t0 = performance.now();
-        for (let i = 0; i < D; i++) logits = await model.forwardBatch(states.map((st, j) => ({ tokens: [ss[j]!.sample(logits[j]!)], state: st })));
-        sdec.push((B * D) / ((performance.now() - t0) / 1000));
-      };
       for (let r = 0; r < R; r++) {
         for (const s of states) s.reset();
         const t0 = performance.now();
         if (P > 0) logits = await model.forwardBatch(states.map((st, i) => ({ tokens: prompts[i]!, state: st })));
         pre.push((B * P) / ((performance.now() - t0) / 1000));
-        if (o.sample && r % 2 === 1) await sampledB(r);
-        await plainB();
-        if (o.sample && r % 2 === 0) await sampledB(r);
+        const ss = o.sample ? samplers(r) : [];
+        await decodeRun(
+          r,
+          async () => { logits = await model.forwardBatch(states.map((st) => ({ tokens: [tok()], state: st }))); },
+          o.sample ? async () => { logits = await model.forwardBatch(states.map((st, j) => ({ tokens: [ss[j]!.sample(logits[j]!)], state: st }))); } : undefined,
+        );
       }
       for (const s of states) s.free();
     }
     let logits = warm;
-    const plain = async () => {
-      const t0 = performance.now();
-      for (let i = 0; i < D; i++) logits = await model.forward([tok()], state);
-      dec.push(D / ((performance.now() - t0) / 1000));
-    };
-    const sampled = async (r: number) => {
-      const s = samplers(r)[0]!;
-      const t0 = performance.now();
-      for (let i = 0; i < D; i++) logits = await model.forward([s.sample(logits)], state);
-      sdec.push(D / ((performance.now() - t0) / 1000));
-    };
     for (let r = 0; r < (B > 1 ? 0 : R); r++) {
       state.reset();
       const t0 = performance.now();
       if (P > 0) logits = await model.forward(prompt, state);
       pre.push(P / ((performance.now() - t0) / 1000));
-      if (o.sample && r % 2 === 1) await sampled(r);
-      await plain();
-      if (o.sample && r % 2 === 0) await sampled(r);
+      const s = o.sample ? samplers(r)[0]! : undefined;
+      await decodeRun(
+        r,
+        async () => { logits = await model.forward([tok()], state); },
+        s ? async () => { logits = await model.forward([s.sample(logits)], state); } : undefined,
+      );
     }
     state.free();
     const wb = weightBytes(model, config, dtype);
