@@ -78,6 +78,37 @@ for (const threads of [1, 2]) {
     });
   }
 
+  test(`wasm mat-mat over K blocks matches js (rows longer than 1024 columns, ${threads} thread(s))`, async () => {
+    // its own random stream, so the other tests' data stay what they were
+    let s2 = 11;
+    const r2 = (n: number) => Float32Array.from({ length: n }, () => { s2 = (s2 * 1664525 + 1013904223) >>> 0; return 2 * s2 / 4294967296 - 1; });
+    for (const dtype of ['f32', 'bf16', 'f16', 'int8'] as const) {
+      const wb = await createWasmBackend({ dtype, threads });
+      try {
+        // a partial last block, two full blocks, and accumulate. No activation: over 2000+ columns the f32 sums'
+        // rounding (~√K) is what a squashing activation would turn into a large error relative to its range; the
+        // activations are covered by the short rows above, and the blocks change no bits of the sums.
+        const cases: Array<[number, number, number, Activation, boolean]> = [[64, 2100, 6, 'none', false], [12, 2048, 5, 'none', false], [8, 1100, 9, 'none', true]];
+        for (const [rows, cols, T, act, acc] of cases) {
+          const v = r2(rows * cols);
+          const m: HostMatrix = SOURCE[dtype] === 'F32' ? { name: 'm', rows, cols, dtype: 'F32', data: v }
+            : { name: 'm', rows, cols, dtype: SOURCE[dtype], data: Uint16Array.from(v, SOURCE[dtype] === 'BF16' ? f32ToBf16 : f32ToF16) };
+          const x = r2(T * cols), bias = r2(rows), init = r2(T * rows);
+          const [ref, got] = await both(wb, async (b) => {
+            const W = b.matrix(m);
+            const o = buf(b, init);
+            b.matmul(o, buf(b, x), W, T, acc ? { accumulate: true } : { bias: buf(b, bias), act });
+            return b.read(o);
+          });
+          const e = maxRel(got, ref);
+          assert.ok(e <= MATMUL_TOL[dtype], `${dtype} ${rows}x${cols} T=${T} ${act}${acc ? ' acc' : ''}: rel error ${e}`);
+        }
+      } finally {
+        await wb.dispose();
+      }
+    }
+  });
+
   for (const N of [32, 64]) {
     test(`wasm element-wise ops and wkv match js (head size ${N}, ${threads} thread(s))`, async () => {
       const wb = await createWasmBackend({ dtype: 'f32', threads });
