@@ -1,8 +1,9 @@
-// The sampler's kernels (src/runtime/fast-exp.ts, src/runtime/sampler.ts), AssemblyScript compiled to WebAssembly
-// SIMD128: a small module of its own (its own memory, no threads), embedded in src/runtime/exp-wasm.ts by
+// The sampler's kernels (src/runtime/fast-exp.ts, src/runtime/sampler-workspace.ts), AssemblyScript compiled to
+// WebAssembly SIMD128: a small module of its own (its own memory, no threads), embedded in src/runtime/exp-wasm.ts by
 // wasm/build-exp.mjs. The softmax (max_of, exp_sum) and the O(n) loops of the sampler's bucketed top-p and draw
 // (candidates, scatter, grid_sum, grid_sum_div, split); fast-exp.ts has the same loops in JS for hosts without the
-// module, and sampler.ts describes what they compute and why the results are those of the sorted sequential sums.
+// module, and sampler-workspace.ts describes what they compute and why the results are those of the sorted sequential
+// sums.
 //
 // exp_sum computes e[i] = exp(x[i] - max) and their sum in index order with results that are bit for bit those of
 // V8's Math.exp, which is fdlibm's e_exp.c (V8 src/base/ieee754.cc, `exp`). The same algorithm, two lanes at a time,
@@ -189,7 +190,7 @@ export function last_emin(): f64 {
   return eMin;
 }
 
-// ---- the sampler's loops (see src/runtime/sampler.ts, class Workspace) ------------------------------------------
+// ---- the sampler's loops (see src/runtime/sampler-workspace.ts, class Workspace) ------------------------------
 
 // @ts-ignore: decorator
 @inline function candidate(ep: usize, candp: usize, endp: usize, i: i32, n: i32, q: f64, hMax: i32, shift: i32, B: i32): void {
