@@ -222,7 +222,7 @@ export function pad_rows(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i3
 // mat-mat (prefill)
 
 /** Address of 4-column chunk `k >> 2` of tile row `r` in an interleaved tile (see `mm`). */
-@inline export function tileAt(dst: usize, r: usize, k: usize): usize {
+@inline function tileAt(dst: usize, r: usize, k: usize): usize {
   return dst + ((k >> 2) << 6) + (r << 4);
 }
 
@@ -332,7 +332,7 @@ const KB: usize = 1024;
  * in scratch between blocks; each sum is still taken in natural column order per lane, as the mat-vec kernels'
  * single-row loop would, so blocking changes no bits.
  */
-export function mm(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, dtype: i32, sc: usize, scratch: usize, shift: i32): void {
+export function mm(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, dtype: i32, sc: usize, scratch: usize, shift: i32): void {
   const Ku = <usize>K, park = scratch + (min(Ku, KB) << 4);
   for (let r = lo; r < hi; r += 4) {
     for (let k0: usize = 0; k0 < Ku; k0 += KB) {
@@ -402,7 +402,7 @@ export function mm(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: 
  * matrices whose outputs the state amplifies (receptance: y = S·r cancels; the a LoRA), at ~10% extra cost on them.
  * Kept apart from `mm`: its eight f64 block sums would cost `mm`'s inner loop registers (V8 has 16 vector registers).
  */
-export function mmp(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, dtype: i32, sc: usize, scratch: usize, shift: i32): void {
+export function mmp(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, dtype: i32, sc: usize, scratch: usize, shift: i32): void {
   const rowBytes = f4(<usize>K);
   for (let r = lo; r < hi; r += 4) {
     widenTile(scratch, W, K, r, 0, <usize>K, dtype, sc, shift);

@@ -385,7 +385,7 @@ export class WasmBackend implements Backend {
       return;
     }
     this.k.pack_x2(S.xpad, p(x), T, cols, cols, K); // token pairs interleaved, zero-padded to K (see wasm/kernels.ts mm)
-    this.par(m.blocked ? OP_MMP : OP_MM, m.rowsP, 4, items, [p(out), S.xpad, m.ptr, K, T, K, rows, bias, act, acc, rows, dt, m.sc, S.tile, m.f16Shift], 13, S.tileStride);
+    this.par(m.blocked ? OP_MMP : OP_MM, m.rowsP, 4, items, [p(out), S.xpad, m.ptr, K, T, rows, bias, act, acc, rows, dt, m.sc, S.tile, m.f16Shift], 12, S.tileStride);
   }
 
   /** Run a splittable kernel over `n` items on all threads, or on the main thread alone when `parallel` is 0. */
