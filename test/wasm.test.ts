@@ -17,9 +17,13 @@ import { openSafetensors } from '../src/formats/safetensors.js';
 
 const shared = fileURLToPath(new URL('../../shared/', import.meta.url));
 
-let seed = 7;
-const rand = () => { seed = (seed * 1664525 + 1013904223) >>> 0; return seed / 4294967296; };
-const randn = (n: number, lo = -1, hi = 1) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rand());
+type Uniform = (n: number, lo?: number, hi?: number) => Float32Array;
+/** n uniform values in [lo, hi) from a seeded LCG stream of their own. */
+function uniformStream(seed: number): Uniform {
+  const rand = () => { seed = (seed * 1664525 + 1013904223) >>> 0; return seed / 4294967296; };
+  return (n, lo = -1, hi = 1) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rand());
+}
+const randn = uniformStream(7);
 
 function maxRel(a: Float32Array, b: Float32Array): number {
   let m = 0, s = 0;
@@ -39,8 +43,8 @@ function buf(b: Backend, data: Float32Array): Buf {
 }
 
 /** A host matrix of random values in `dtype` ('F32', 'BF16' or 'F16' bit patterns). */
-function hostMatrix(rows: number, cols: number, dtype: 'F32' | 'BF16' | 'F16'): HostMatrix {
-  const v = randn(rows * cols);
+function hostMatrix(rows: number, cols: number, dtype: 'F32' | 'BF16' | 'F16', rnd: Uniform = randn): HostMatrix {
+  const v = rnd(rows * cols);
   if (dtype === 'F32') return { name: 'm', rows, cols, dtype, data: v };
   return { name: 'm', rows, cols, dtype, data: Uint16Array.from(v, dtype === 'BF16' ? f32ToBf16 : f32ToF16) };
 }
@@ -51,27 +55,33 @@ const SOURCE: Record<WeightDType, 'F32' | 'BF16' | 'F16'> = { f32: 'F32', bf16: 
 // q4/q8_0 (x rounded to int16 per block of 32): test/q4.test.ts
 const MATMUL_TOL: Record<WeightDType, number> = { f32: 2e-6, bf16: 2e-6, f16: 2e-6, int8: 5e-5, q4: 2e-5, q8_0: 2e-5 };
 
+type MatmulCase = [rows: number, cols: number, T: number, act: Activation, accumulate: boolean];
+
+/** Each case's matmul on wasm `wb` (weight dtype `dtype`) against js, on random data drawn from `rnd`. */
+async function checkMatmuls(wb: Backend, dtype: WeightDType, cases: readonly MatmulCase[], rnd: Uniform = randn): Promise<void> {
+  for (const [rows, cols, T, act, acc] of cases) {
+    const m = hostMatrix(rows, cols, SOURCE[dtype], rnd);
+    const x = rnd(T * cols), bias = rnd(rows), init = rnd(T * rows);
+    const [ref, got] = await both(wb, async (b) => {
+      const W = b.matrix(m);
+      const o = buf(b, init);
+      b.matmul(o, buf(b, x), W, T, acc ? { accumulate: true } : { bias: buf(b, bias), act });
+      return b.read(o);
+    });
+    const e = maxRel(got, ref);
+    assert.ok(e <= MATMUL_TOL[dtype], `${dtype} ${rows}x${cols} T=${T} ${act}${acc ? ' acc' : ''}: rel error ${e}`);
+  }
+}
+
 for (const threads of [1, 2]) {
   for (const dtype of ['f32', 'bf16', 'f16', 'int8'] as const) {
     test(`wasm matmul matches js (${dtype}, ${threads} thread(s))`, async () => {
       const wb = await createWasmBackend({ dtype, threads });
       try {
-        const cases: Array<[number, number, number, Activation, boolean]> = [
+        await checkMatmuls(wb, dtype, [
           [37, 50, 1, 'none', false], [5, 3, 3, 'tanh', false], [130, 200, 2, 'sigmoid', false],
           [256, 96, 1, 'relu2', false], [300, 768, 7, 'none', true], [257, 130, 64, 'tanh', false], [64, 256, 33, 'sigmoid', false],
-        ];
-        for (const [rows, cols, T, act, acc] of cases) {
-          const m = hostMatrix(rows, cols, SOURCE[dtype]);
-          const x = randn(T * cols), bias = randn(rows), init = randn(T * rows);
-          const [ref, got] = await both(wb, async (b) => {
-            const W = b.matrix(m);
-            const o = buf(b, init);
-            b.matmul(o, buf(b, x), W, T, acc ? { accumulate: true } : { bias: buf(b, bias), act });
-            return b.read(o);
-          });
-          const e = maxRel(got, ref);
-          assert.ok(e <= MATMUL_TOL[dtype], `${rows}x${cols} T=${T} ${act}${acc ? ' acc' : ''}: rel error ${e}`);
-        }
+        ]);
       } finally {
         await wb.dispose();
       }
@@ -79,30 +89,14 @@ for (const threads of [1, 2]) {
   }
 
   test(`wasm mat-mat over K blocks matches js (rows longer than 1024 columns, ${threads} thread(s))`, async () => {
-    // its own random stream, so the other tests' data stay what they were
-    let s2 = 11;
-    const r2 = (n: number) => Float32Array.from({ length: n }, () => { s2 = (s2 * 1664525 + 1013904223) >>> 0; return 2 * s2 / 4294967296 - 1; });
+    const rnd = uniformStream(11); // its own random stream, so the other tests' data stay what they were
     for (const dtype of ['f32', 'bf16', 'f16', 'int8'] as const) {
       const wb = await createWasmBackend({ dtype, threads });
       try {
         // a partial last block, two full blocks, and accumulate. No activation: over 2000+ columns the f32 sums'
         // rounding (~√K) is what a squashing activation would turn into a large error relative to its range; the
         // activations are covered by the short rows above, and the blocks change no bits of the sums.
-        const cases: Array<[number, number, number, Activation, boolean]> = [[64, 2100, 6, 'none', false], [12, 2048, 5, 'none', false], [8, 1100, 9, 'none', true]];
-        for (const [rows, cols, T, act, acc] of cases) {
-          const v = r2(rows * cols);
-          const m: HostMatrix = SOURCE[dtype] === 'F32' ? { name: 'm', rows, cols, dtype: 'F32', data: v }
-            : { name: 'm', rows, cols, dtype: SOURCE[dtype], data: Uint16Array.from(v, SOURCE[dtype] === 'BF16' ? f32ToBf16 : f32ToF16) };
-          const x = r2(T * cols), bias = r2(rows), init = r2(T * rows);
-          const [ref, got] = await both(wb, async (b) => {
-            const W = b.matrix(m);
-            const o = buf(b, init);
-            b.matmul(o, buf(b, x), W, T, acc ? { accumulate: true } : { bias: buf(b, bias), act });
-            return b.read(o);
-          });
-          const e = maxRel(got, ref);
-          assert.ok(e <= MATMUL_TOL[dtype], `${dtype} ${rows}x${cols} T=${T} ${act}${acc ? ' acc' : ''}: rel error ${e}`);
-        }
+        await checkMatmuls(wb, dtype, [[64, 2100, 6, 'none', false], [12, 2048, 5, 'none', false], [8, 1100, 9, 'none', true]], rnd);
       } finally {
         await wb.dispose();
       }
