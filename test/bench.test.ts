@@ -43,3 +43,15 @@ test('rwkv7 bench --sample: the text line and the JSON fields', async () => {
   const j = JSON.parse(json.stdout) as Record<string, unknown>;
   assert.ok(positive(j.decode_tok_s) && positive(j.decode_sampled_tok_s) && typeof j.sampling_overhead_pct === 'number');
 });
+
+test('rwkv7 bench: a count flag out of range is refused by name, before any model loads', async () => {
+  for (const [flag, value, want] of [['--batch', '0', /--batch must be ≥ 1/], ['--threads', '0', /--threads must be ≥ 1/], ['--runs', 'x', /--runs must be an integer/]] as const) {
+    const r = await new Promise<{ code: number; stderr: string }>((resolve) => {
+      execFile(process.execPath, ['--import', 'tsx', main, 'bench', '--model', tiny, flag, value],
+        (err, _stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stderr }));
+    });
+    assert.notEqual(r.code, 0, `${flag} ${value}`);
+    assert.match(r.stderr, want);
+    assert.doesNotMatch(r.stderr, /\n\s+at /); // no stack trace
+  }
+});

@@ -8,6 +8,7 @@ import { matrixShapes } from '../runtime/fit.js';
 import type { RWKV7 } from '../model/rwkv7.js';
 import type { ModelConfig } from '../model/config.js';
 import { UserError } from '../errors.js';
+import { parseInteger } from './common.js';
 import { Sampler, GENERATE_DEFAULTS } from '../runtime/sampler.js';
 import { WorldTokenizer } from '../tokenizer/index.js';
 
@@ -182,12 +183,6 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   }
 }
 
-const int = (name: string) => (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new UserError(`--${name} expects a non-negative integer, got '${v}'`);
-  return n;
-};
-
 /** "3.2% slower than plain decode" / "1.0% faster …" (a negative overhead is noise). */
 const fmtOverhead = (pct: number) => `${Math.abs(pct).toFixed(1)}% ${pct >= 0 ? 'slower' : 'faster'} than plain decode`;
 
@@ -200,11 +195,11 @@ export function register(program: Command): void {
     .option('--synthetic <size>', 'random weights of a real shape instead of a file: 0.1b, 0.4b or 1.5b')
     .option('--backend <name>', 'auto, js, wasm or webgpu', 'auto')
     .option('--dtype <type>', 'weight storage: f32, bf16, f16, int8, q8_0 or q4', 'bf16')
-    .option('--threads <n>', 'CPU threads for the wasm backend (default: all cores)', int('threads'))
-    .option('--prefill <n>', 'prompt tokens for the prefill measurement', int('prefill'), 512)
-    .option('--decode <n>', 'tokens for the decode measurement', int('decode'), 128)
-    .option('--runs <n>', 'repetitions (the median is reported)', int('runs'), 3)
-    .option('--batch <n>', 'sequences side by side in each forward pass (rates are the aggregate over all of them)', int('batch'), 1)
+    .option('--threads <n>', 'CPU threads for the wasm backend (default: all cores)', parseInteger('--threads', 1))
+    .option('--prefill <n>', 'prompt tokens for the prefill measurement', parseInteger('--prefill'), 512)
+    .option('--decode <n>', 'tokens for the decode measurement', parseInteger('--decode'), 128)
+    .option('--runs <n>', 'repetitions (the median is reported)', parseInteger('--runs', 1), 3)
+    .option('--batch <n>', 'sequences side by side in each forward pass (rates are the aggregate over all of them)', parseInteger('--batch', 1), 1)
     .option('--sample', "also measure decode with sampling: generate's default sampler picks every token (each sequence's, with --batch)")
     .option('--json', 'print one JSON object')
     .action(async (o: { model?: string; synthetic?: string; backend: string; dtype: string; threads?: number; prefill: number; decode: number; runs: number; batch: number; sample?: boolean; json?: boolean }) => {
