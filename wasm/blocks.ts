@@ -178,3 +178,150 @@ export function quant_x32(xq: usize, xsc: usize, x: usize, T: i32, xs: i32, cols
   v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(h)), d), 128);
   v128.store(o, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(h)), d), 192);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Q4_0 × 8-bit activations (the backend's `activations: 'q8'` mode, llama.cpp's own arithmetic for Q4_0): x is
+// rounded per token and block of 32 to int8 codes c with a scale s = f16(max|x_b| / 127) (quant_x8), and each block's
+// dot product Σ (q − 8)·c is exact in i32: Σ q·c by relaxed_dot_i8x16_i7x16 (the codes q = 0..15 are the 7-bit
+// operand, so the result is the same on every engine: no pair sum can saturate, 2·127·15 < 2^15), plus the block's
+// −8·Σc, which quant_x8 stores beside the scale. Plain SIMD widens both to int16 for i32x4.dot_i16x8_s instead
+// (quant_x8 then stores int16 codes). Four blocks' i32 sums are transposed into one vector, lane j block j, and
+// scaled by d_w·s in one f32 multiply-add.
+
+/** Σ q·c over one block as i32x4 partial sums: the 16 code bytes at wp, the block's 32 activation codes at xp. */
+@inline function dotBlockA8(wp: usize, xp: usize, m15: v128): v128 {
+  const v = v128.load(wp);
+  const lo = v128.and(v, m15), hi = v128.and(i16x8.shr_u(v, 4), m15); // elements 0..15, 16..31 (x86: no 8-bit shift)
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    // pair sums in int16 (|·| ≤ 2·127·15 each, ≤ 7620 for the two halves), then widened in pairs to i32
+    return i32x4.extadd_pairwise_i16x8_s(i16x8.add(
+      i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp), lo), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp, 16), hi)));
+  } else {
+    return i32x4.add(
+      i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo), v128.load(xp)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo), v128.load(xp, 16))),
+      i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi), v128.load(xp, 32)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi), v128.load(xp, 48))));
+  }
+}
+
+/** [s0 lanes 0+2, s1 lanes 0+2, s0 lanes 1+3, s1 lanes 1+3]: two blocks' partial sums folded into one vector. */
+@inline function fold2(s0: v128, s1: v128): v128 {
+  return i32x4.add(v128.shuffle<i32>(s0, s1, 0, 4, 1, 5), v128.shuffle<i32>(s0, s1, 2, 6, 3, 7));
+}
+
+/** Lane j: block j's sum, from fold2 of blocks 0, 1 and of blocks 2, 3. */
+@inline function fold4(a: v128, b: v128): v128 {
+  return i32x4.add(v128.shuffle<i32>(a, b, 0, 1, 4, 5), v128.shuffle<i32>(a, b, 2, 3, 6, 7));
+}
+
+/** Activation code bytes per block: int8 for the relaxed dot product, int16 for the plain one. */
+const A8_BYTES: usize = ASC_FEATURE_RELAXED_SIMD ? 32 : 64;
+
+/** One pass over rows ra and rb of one token: xt its codes, xst its scales then (at xst + K/8 bytes) its −8·Σc. */
+@inline function pairA8(out: usize, xt: usize, xst: usize, W: usize, K: i32, sc: usize, ra: i32, rb: i32, both: bool,
+  bias: usize, act: i32, acc: i32, mul: v128, m15: v128): u32 {
+  const nb = <usize>(K >> 5);
+  const wa = W + <usize>ra * (<usize>K >> 1), wb = W + <usize>rb * (<usize>K >> 1);
+  const sa = sc + ((<usize>ra * nb) << 1), sb = sc + ((<usize>rb * nb) << 1);
+  const xct = xst + (nb << 2);
+  let fa = f32x4.splat(0), fb = fa;
+  let pf: u32 = 0;
+  for (let g: usize = 0; g < nb; g += 4) {
+    const pa = wa + (g << 4), pb = wb + (g << 4), xp = xt + g * A8_BYTES;
+    pf = ahead(pf, pa, pb);
+    const cor = v128.load(xct + (g << 2)), xs = v128.load(xst + (g << 2));
+    // both rows' dot products of a block next to each other, folded two blocks at a time: the block's activation
+    // codes are loaded once for both rows and are dead after, so few vectors are live (no spills)
+    const a0 = dotBlockA8(pa, xp, m15), b0 = dotBlockA8(pb, xp, m15);
+    const a1 = dotBlockA8(pa + 16, xp + A8_BYTES, m15), b1 = dotBlockA8(pb + 16, xp + A8_BYTES, m15);
+    const a01 = fold2(a0, a1), b01 = fold2(b0, b1);
+    const a2 = dotBlockA8(pa + 32, xp + 2 * A8_BYTES, m15), b2 = dotBlockA8(pb + 32, xp + 2 * A8_BYTES, m15);
+    const a3 = dotBlockA8(pa + 48, xp + 3 * A8_BYTES, m15), b3 = dotBlockA8(pb + 48, xp + 3 * A8_BYTES, m15);
+    const ia = fold4(a01, fold2(a2, a3)), ib = fold4(b01, fold2(b2, b3));
+    fa = madd(f32x4.convert_i32x4_s(i32x4.add(ia, cor)), f32x4.mul(scales4(sa + (g << 1), mul), xs), fa);
+    fb = madd(f32x4.convert_i32x4_s(i32x4.add(ib, cor)), f32x4.mul(scales4(sb + (g << 1), mul), xs), fb);
+  }
+  finish(out + f4(<usize>ra), hsum(fa), bias, ra, act, acc);
+  if (both) finish(out + f4(<usize>rb), hsum(fb), bias, rb, act, acc);
+  return pf;
+}
+
+/** Q4_0 mat-vec on 8-bit activations: xq codes [T, K] (A8_BYTES per block), xsc [T] × (K/32 f32 scales, K/32 i32 −8·Σc). */
+export function mv_q4a8(lo: i32, hi: i32, out: usize, xq: usize, W: usize, K: i32, T: i32, xsc: usize, os: i32, bias: usize, act: i32, acc: i32, rows: i32, sc: usize, shift: i32): void {
+  const mul = f16mul(shift), m15 = i8x16.splat(15);
+  if (hi > rows) hi = rows;
+  const h = (hi - lo + 1) >> 1;
+  let pf: u32 = 0;
+  const nb = <usize>(K >> 5);
+  for (let t = 0; t < T; t++) {
+    const xt = xq + <usize>t * nb * A8_BYTES, xst = xsc + ((<usize>t * nb) << 3);
+    const ot = out + f4(<usize>(t * os));
+    for (let i = 0; i < h; i++) {
+      const rb = lo + h + i;
+      pf |= pairA8(ot, xt, xst, W, K, sc, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, mul, m15);
+    }
+  }
+  sinkQ |= pf;
+}
+
+/** max|x| over columns [c0, c1) of x (at xt). */
+@inline function amax(xt: usize, c0: i32, c1: i32): f32 {
+  let m: f32 = 0;
+  for (let c = c0; c < c1; c++) m = max(m, abs(load<f32>(xt + f4(<usize>c))));
+  return m;
+}
+
+/** v ≥ 0 rounded to f16 (nearest even; subnormals as f16 has them, ≥ 65520 to infinity), as f32. */
+@inline function f16round(v: f32): f32 {
+  if (v < 6.103515625e-5) return nearest<f32>(v * 16777216.0) * 5.9604644775390625e-8; // multiples of 2^-24
+  if (v >= 65520) return Infinity;
+  const b = reinterpret<u32>(v);
+  return reinterpret<f32>((b + 0xfff + ((b >> 13) & 1)) & 0xffffe000);
+}
+
+/** The 8-bit code of column c of x (at xt): round-half-even(x · inv), inv = f32(127 / max|x_b|) or 0. */
+@inline function code8(xt: usize, c: i32, inv: f32): i32 {
+  return <i32>nearest<f32>(load<f32>(xt + f4(<usize>c)) * inv);
+}
+
+/**
+ * Round T rows of x (stride xs, `cols` values, zero-padded to K) to 8 bits per block of 32, as llama.cpp's Q8_0
+ * activations (src/backends/quant.ts roundActivationsQ8 is the same rule): m = max|x_b|, code
+ * c = round-half-to-even(x · f32(127 / m)), scale s = f16(m / 127). Per token: codes at xq + t·(K/32)·A8_BYTES (int8,
+ * or int16 in the plain build), then at xsc + t·K/4 bytes the K/32 scales (f32) and the K/32 i32 values −8·Σc (Q4_0's
+ * offset, once per block).
+ */
+export function quant_x8(xq: usize, xsc: usize, x: usize, T: i32, xs: i32, cols: i32, K: i32): void {
+  const nb = <usize>(K >> 5);
+  for (let t = 0; t < T; t++) {
+    const xt = x + f4(<usize>(t * xs));
+    const st = xsc + ((<usize>t * nb) << 3);
+    const qt = xq + <usize>t * nb * A8_BYTES;
+    for (let b: usize = 0; b < nb; b++) {
+      const c0 = <i32>(b << 5), c1 = min(c0 + 32, cols);
+      const m = amax(xt, c0, c1);
+      const inv: f32 = m > 0 ? 127 / m : 0;
+      let sum: i32 = 0;
+      for (let c = c0; c < c0 + 32; c++) {
+        const q = c < c1 ? code8(xt, c, inv) : 0;
+        sum += q;
+        if (ASC_FEATURE_RELAXED_SIMD) store<i8>(qt + b * A8_BYTES + <usize>(c - c0), <i8>q);
+        else store<i16>(qt + b * A8_BYTES + (<usize>(c - c0) << 1), <i16>q);
+      }
+      store<f32>(st + (b << 2), f16round(m / 127));
+      store<i32>(st + (nb << 2) + (b << 2), -8 * sum);
+    }
+  }
+}
+
+/** The values quant_x8 rounds x to, s·c, as f32 rows of `cols` at dst (the mat-mat path multiplies them in f32). */
+export function round_x8(dst: usize, x: usize, T: i32, xs: i32, cols: i32): void {
+  for (let t = 0; t < T; t++) {
+    const xt = x + f4(<usize>(t * xs)), dt = dst + f4(<usize>(t * cols));
+    for (let c0 = 0; c0 < cols; c0 += 32) {
+      const c1 = min(c0 + 32, cols);
+      const m = amax(xt, c0, c1);
+      const inv: f32 = m > 0 ? 127 / m : 0, s = f16round(m / 127);
+      for (let c = c0; c < c1; c++) store<f32>(dt + f4(<usize>c), s * <f32>code8(xt, c, inv));
+    }
+  }
+}

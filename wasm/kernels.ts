@@ -28,7 +28,7 @@
 import { madd, hsum, lo64, hi64, hsum64, f4, finish64, finish, bf16lo, bf16hi, f16mul, f16lo, f16hi, PF, ahead, aheadV } from './common';
 import { widenBlocks } from './blocks';
 
-export { mv_q4, mv_q8, quant_x32 } from './blocks';
+export { mv_q4, mv_q8, quant_x32, mv_q4a8, quant_x8, round_x8 } from './blocks';
 export { bw_read } from './probe';
 export { quant_i8_bf16 } from './load';
 

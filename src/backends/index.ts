@@ -2,8 +2,8 @@
  * Backend selection. `auto` picks WebGPU when a hardware adapter exists, else the WASM CPU backend.
  * Backends are imported lazily so that, e.g., the Dawn native module is only loaded when WebGPU is wanted.
  */
-import type { Backend, WeightDType } from './kernels.js';
-import { WEIGHT_DTYPES } from './kernels.js';
+import type { ActivationMode, Backend, WeightDType } from './kernels.js';
+import { ACTIVATION_MODES, WEIGHT_DTYPES } from './kernels.js';
 import { UserError } from '../errors.js';
 
 export type BackendName = 'auto' | 'js' | 'wasm' | 'webgpu';
@@ -12,6 +12,8 @@ export const BACKEND_NAMES: readonly BackendName[] = ['auto', 'js', 'wasm', 'web
 export interface BackendOptions {
   /** Weight storage type (default f32). */
   dtype?: WeightDType;
+  /** Inputs of q4 matrix products: full precision (default) or rounded to 8 bits (js and wasm; see ActivationMode). */
+  activations?: ActivationMode;
   /** CPU worker threads for the wasm backend (default: the number of cores). */
   threads?: number;
   /**
@@ -33,18 +35,36 @@ export function parseWeightDType(s: string): WeightDType {
   throw new UserError(`unknown dtype '${s}' (expected one of: ${WEIGHT_DTYPES.join(', ')})`);
 }
 
+export function parseActivationMode(s: string): ActivationMode {
+  if ((ACTIVATION_MODES as readonly string[]).includes(s)) return s as ActivationMode;
+  throw new UserError(`unknown activations mode '${s}' (expected one of: ${ACTIVATION_MODES.join(', ')})`);
+}
+
+/** The weights a backend computes with, for messages: `bf16`, or `q4, activations q8`. */
+export function weightsLabel(b: Pick<Backend, 'weightDType' | 'activations'>): string {
+  return b.activations === 'q8' ? `${b.weightDType}, activations q8` : b.weightDType;
+}
+
+/** `activations: 'q8'` is about q4 products: refused, by name, with any other weight dtype. */
+export function checkActivations(dtype: WeightDType, activations: ActivationMode | undefined): void {
+  if (activations === 'q8' && dtype !== 'q4') {
+    throw new UserError(`--activations q8 rounds the inputs of 4-bit products: it needs --dtype q4 (or a Q4_0 GGUF), not ${dtype}`);
+  }
+}
+
 export async function createBackend(name: BackendName, opts: BackendOptions = {}): Promise<Backend> {
   const dtype = opts.dtype ?? 'f32';
   switch (name) {
     case 'js': {
       const { JsBackend } = await import('./js/index.js');
-      return new JsBackend(dtype);
+      return new JsBackend(dtype, opts.activations);
     }
     case 'wasm': {
       const { createWasmBackend } = await import('./wasm/index.js');
       return createWasmBackend({ ...opts, dtype });
     }
     case 'webgpu': {
+      if (opts.activations === 'q8') throw new UserError('--activations q8 is computed by the js and wasm backends; webgpu multiplies 4-bit weights with full-precision activations');
       const { createWebGpuBackend } = await import('./webgpu/index.js');
       return createWebGpuBackend({ ...opts, dtype });
     }

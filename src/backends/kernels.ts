@@ -23,6 +23,15 @@
 export type WeightDType = 'f32' | 'f16' | 'bf16' | 'int8' | 'q4' | 'q8_0';
 export const WEIGHT_DTYPES: readonly WeightDType[] = ['f32', 'f16', 'bf16', 'int8', 'q4', 'q8_0'];
 
+/**
+ * What the inputs of 4-bit (q4) matrix products are: `full`, the activations as they are (the default, within the
+ * golden bounds); or `q8`, rounded per token and block of 32 to 8-bit codes with an f32 scale, as llama.cpp computes
+ * Q4_0 products (its Q8_0 activations). `q8` lets the CPU multiply in integers (about 2× faster 4-bit decode on
+ * wasm) at some accuracy (see `rwkv7 ppl`); the rounding is roundActivationsQ8 in ./quant.ts.
+ */
+export type ActivationMode = 'full' | 'q8';
+export const ACTIVATION_MODES: readonly ActivationMode[] = ['full', 'q8'];
+
 /** Backend-owned float buffer (opaque to the model). */
 export interface Buf {
   readonly length: number;
@@ -69,6 +78,8 @@ export interface Backend {
   readonly name: string;
   /** Storage type of the weight matrices this backend was created for. */
   readonly weightDType: WeightDType;
+  /** Inputs of q4 products (js and wasm; absent or `full`: as they are). */
+  readonly activations?: ActivationMode;
   /** Largest number of token rows the model should pass to one op (prefill is cut into chunks of this size). */
   readonly maxChunk: number;
 

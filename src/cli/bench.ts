@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { createBackend, parseBackendName, parseWeightDType, type BackendName } from '../backends/index.js';
-import type { WeightDType } from '../backends/kernels.js';
+import { checkActivations, createBackend, parseActivationMode, parseBackendName, parseWeightDType, type BackendName } from '../backends/index.js';
+import type { ActivationMode, WeightDType } from '../backends/kernels.js';
 import { loadModel } from '../runtime/load.js';
 import { resolveModelArg } from '../platform/models.js';
 import { syntheticModel } from '../runtime/synthetic.js';
@@ -17,6 +17,8 @@ export interface BenchOptions {
   synthetic?: string;
   backend?: BackendName;
   dtype?: WeightDType;
+  /** Inputs of q4 products (BackendOptions.activations). */
+  activations?: ActivationMode;
   threads?: number;
   prefill?: number;
   decode?: number;
@@ -34,6 +36,8 @@ export interface BenchOptions {
 export interface BenchResult {
   backend: string;
   dtype: WeightDType;
+  /** Present when not the default `full`: the inputs of q4 products were rounded to 8 bits. */
+  activations?: ActivationMode;
   threads: number;
   prefill_tok_s: number;
   decode_tok_s: number;
@@ -99,11 +103,12 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const backendName = o.backend ?? 'auto';
   const P = o.prefill ?? 512, D = o.decode ?? 128, R = Math.max(1, o.runs ?? 3);
   let model: RWKV7, config: ModelConfig;
+  checkActivations(dtype, o.activations);
   if (o.synthetic) {
-    const backend = await createBackend(backendName, { dtype, threads: o.threads });
+    const backend = await createBackend(backendName, { dtype, activations: o.activations, threads: o.threads });
     ({ model, config } = syntheticModel(o.synthetic, backend));
   } else {
-    ({ model, config } = await loadModel(resolveModelArg(o.model), { backend: backendName, dtype, threads: o.threads }));
+    ({ model, config } = await loadModel(resolveModelArg(o.model), { backend: backendName, dtype, activations: o.activations, threads: o.threads }));
   }
   try {
     const V = config.vocabSize;
@@ -168,6 +173,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     return {
       backend: model.backend.name,
       dtype,
+      ...(o.activations && o.activations !== 'full' ? { activations: o.activations } : {}),
       threads: (model.backend as { threads?: number }).threads ?? 1,
       prefill_tok_s: P > 0 ? median(pre) : 0,
       decode_tok_s: decode,
@@ -195,6 +201,7 @@ export function register(program: Command): void {
     .option('--synthetic <size>', 'random weights of a real shape instead of a file: 0.1b, 0.4b or 1.5b')
     .option('--backend <name>', 'auto, js, wasm or webgpu', 'auto')
     .option('--dtype <type>', 'weight storage: f32, bf16, f16, int8, q8_0 or q4', 'bf16')
+    .option('--activations <mode>', 'inputs of q4 products: full, or q8 (rounded to 8 bits, integer kernels; js and wasm)', 'full')
     .option('--threads <n>', 'CPU threads for the wasm backend (default: all cores)', parseInteger('--threads', 1))
     .option('--prefill <n>', 'prompt tokens for the prefill measurement', parseInteger('--prefill'), 512)
     .option('--decode <n>', 'tokens for the decode measurement', parseInteger('--decode'), 128)
@@ -202,10 +209,10 @@ export function register(program: Command): void {
     .option('--batch <n>', 'sequences side by side in each forward pass (rates are the aggregate over all of them)', parseInteger('--batch', 1), 1)
     .option('--sample', "also measure decode with sampling: generate's default sampler picks every token (each sequence's, with --batch)")
     .option('--json', 'print one JSON object')
-    .action(async (o: { model?: string; synthetic?: string; backend: string; dtype: string; threads?: number; prefill: number; decode: number; runs: number; batch: number; sample?: boolean; json?: boolean }) => {
+    .action(async (o: { model?: string; synthetic?: string; backend: string; dtype: string; activations: string; threads?: number; prefill: number; decode: number; runs: number; batch: number; sample?: boolean; json?: boolean }) => {
       if (o.model && o.synthetic) throw new UserError('give either --model or --synthetic, not both');
       const r = await runBench({
-        model: o.model, synthetic: o.synthetic, backend: parseBackendName(o.backend), dtype: parseWeightDType(o.dtype),
+        model: o.model, synthetic: o.synthetic, backend: parseBackendName(o.backend), dtype: parseWeightDType(o.dtype), activations: parseActivationMode(o.activations),
         threads: o.threads, prefill: o.prefill, decode: o.decode, runs: o.runs, batch: o.batch, sample: o.sample,
       });
       if (o.json) {
@@ -215,7 +222,7 @@ export function register(program: Command): void {
       const what = o.synthetic ? `synthetic ${o.synthetic}` : (o.model ?? 'bundled model');
       const bw = r.bandwidth_gb_s !== undefined ? r : undefined;
       process.stdout.write(
-        `${what}: backend ${r.backend}, dtype ${r.dtype}, ${r.threads} thread(s)${r.batch ? `, batch ${r.batch} (aggregate rates)` : ''}\n` +
+        `${what}: backend ${r.backend}, dtype ${r.dtype}${r.activations ? `, activations ${r.activations}` : ''}, ${r.threads} thread(s)${r.batch ? `, batch ${r.batch} (aggregate rates)` : ''}\n` +
         `  prefill ${r.prefill_tok_s.toFixed(1)} tok/s (${o.prefill} tokens)\n` +
         `  decode  ${r.decode_tok_s.toFixed(1)} tok/s (${o.decode} tokens)${bw ? `: ${bw.decode_bw_pct!.toFixed(0)}% of the memory bandwidth` : ''}\n` +
         (r.decode_sampled_tok_s !== undefined ? `  decode with sampling ${r.decode_sampled_tok_s.toFixed(1)} tok/s (${o.decode} tokens, generate's default sampler): ${fmtOverhead(r.sampling_overhead_pct!)}\n` : '') +

@@ -4,6 +4,7 @@
  * Reads lines from stdin (a terminal or a pipe): every line that is not a /command is a user turn.
  * In a terminal, Ctrl-C stops the current answer; Ctrl-C at an empty prompt (or Ctrl-D) quits.
  */
+import { weightsLabel } from '../backends/index.js';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { WorldTokenizer } from '../tokenizer/index.js';
@@ -136,7 +137,7 @@ async function runChat(f: ChatFlags, cmd: Command): Promise<void> {
   }) + ` | context ${chat.session.stats.contextTokens} tokens`);
 
   if (interactive) {
-    info(`rwkv7 chat — ${loaded.path} (${loaded.model.backend.name}, ${loaded.model.backend.weightDType}). /help for commands, Ctrl-C stops an answer, Ctrl-D quits.`);
+    info(`rwkv7 chat — ${loaded.path} (${loaded.model.backend.name}, ${weightsLabel(loaded.model.backend)}). /help for commands, Ctrl-C stops an answer, Ctrl-D quits.`);
     if (chat.history.system) info(`System: ${chat.history.system}`);
   }
 

@@ -1,3 +1,4 @@
+import { weightsLabel } from '../backends/index.js';
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { addModelOptions, loadModelFromFlags, parseInteger, type ModelFlags } from './common.js';
@@ -39,7 +40,7 @@ export function register(program: Command): void {
       const r = await perplexity(loaded.model, ids);
       const s = (performance.now() - t0) / 1000;
       if (f.json) process.stdout.write(JSON.stringify(r) + '\n');
-      else process.stdout.write(`tokens ${r.tokens} | mean NLL ${r.mean_nll.toFixed(9)} | perplexity ${r.perplexity.toFixed(4)} | ${(r.tokens / s).toFixed(1)} tok/s (${loaded.model.backend.name}, ${loaded.model.backend.weightDType})\n`);
+      else process.stdout.write(`tokens ${r.tokens} | mean NLL ${r.mean_nll.toFixed(9)} | perplexity ${r.perplexity.toFixed(4)} | ${(r.tokens / s).toFixed(1)} tok/s (${loaded.model.backend.name}, ${weightsLabel(loaded.model.backend)})\n`);
     } finally {
       await loaded.model.backend.dispose();
     }

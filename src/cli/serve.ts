@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { addModelOptions, loadModelFromFlags, parseInteger, parseNumber, type ModelFlags } from './common.js';
 import { createServer } from '../server/index.js';
 import { BATCH_DEFAULTS } from '../server/engine.js';
-import { createBackend } from '../backends/index.js';
+import { createBackend, weightsLabel } from '../backends/index.js';
 import { syntheticModel } from '../runtime/synthetic.js';
 import { NET_DEFAULTS } from '../server/hardening.js';
 import { UserError } from '../errors.js';
@@ -103,7 +103,7 @@ export function register(program: Command): void {
         throw new UserError(`cannot listen on ${f.host}:${f.port}: ${err.code ?? err.message}`);
       }
       process.stderr.write(
-        `rwkv7 serve: model ${app.rwkv.modelName} (${loaded.model.backend.name}, ${loaded.model.backend.weightDType}) on ${address}/v1` +
+        `rwkv7 serve: model ${app.rwkv.modelName} (${loaded.model.backend.name}, ${weightsLabel(loaded.model.backend)}) on ${address}/v1` +
         `${apiKey ? ' (API key required)' : ''}; concurrency ${f.maxConcurrency}, batch ${f.maxBatch} sequences / ${f.batchTokens} tokens, queue ${f.maxQueue}, state cache ${f.stateCacheMb} MiB` +
         `${states.length ? `; states: ${states.map((st) => st.name).join(', ')}` : ''}; chat page at ${address}/\n`,
       );

@@ -10,7 +10,7 @@ import type { GgufTensorRef } from '../formats/gguf-rwkv7.js';
 import { configFromCheckpoint, type ModelConfig } from '../model/config.js';
 import { loadWeights, type LoadProgress } from '../model/weights.js';
 import { RWKV7 } from '../model/rwkv7.js';
-import { createBackend, type BackendName, type BackendOptions } from '../backends/index.js';
+import { checkActivations, createBackend, type BackendName, type BackendOptions } from '../backends/index.js';
 import { platform } from '../platform/index.js';
 import { WorldTokenizer, WORLD_VOCAB_SIZE } from '../tokenizer/world.js';
 import { checkGgufVocab } from '../formats/gguf-rwkv7.js';
@@ -85,6 +85,7 @@ export async function loadModel(input: string | ByteSource | FileSet | undefined
     if (ck.gguf) checkGgufTokenizer(ck.gguf, config, opts.log);
     const backendName = opts.backend ?? 'auto';
     const dtype = opts.dtype ?? defaultWeightDType(ck, backendName);
+    checkActivations(dtype, opts.activations);
     // the wasm threads start while the weights upload
     const backend = await createBackend(backendName, { ...opts, dtype, deferThreads: true });
     assertModelFits(config, backend, p);

@@ -135,7 +135,7 @@ export function createServer(loaded: Pick<LoadedModel, 'model' | 'path'>, opts: 
   const modelName = o.modelName ?? modelNameFromPath(loaded.path);
   const log = o.log ?? (() => {});
   const created = Math.floor(Date.now() / 1000);
-  const fingerprint = `rwkv7-ts-${VERSION}-${model.backend.name}-${model.backend.weightDType}`;
+  const fingerprint = `rwkv7-ts-${VERSION}-${model.backend.name}-${model.backend.weightDType}${model.backend.activations === 'q8' ? '-a8' : ''}`;
   const engine = new Engine(model, tokenizer, {
     maxActive: o.maxConcurrency,
     maxQueue: o.maxQueue,

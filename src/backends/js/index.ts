@@ -8,12 +8,14 @@
  * to f16, or quantized exactly as the wasm backend stores int8 (../quant.ts), then held as f32 and used in float64.
  * So `--backend js --dtype int8` is the int8 model itself, without the wasm kernels' own rounding. Likewise q4/q8_0:
  * the same ggml blocks every backend stores (a GGUF's own, or ggml's reference quantization), dequantized exactly.
+ * With `activations: 'q8'` the inputs of q4 products are rounded first (roundActivationsQ8), the reference for wasm's
+ * integer kernels.
  */
-import type { Activation, Backend, Buf, HostMatrix, Mat, MatmulOptions, WeightDType } from '../kernels.js';
+import type { Activation, ActivationMode, Backend, Buf, HostMatrix, Mat, MatmulOptions, WeightDType } from '../kernels.js';
 import { UserError } from '../../errors.js';
 import { bytesToFloat32, f16ToNumber, fromFloat32, numberToF16 } from '../../formats/dtype.js';
 import { hostMatrixReader } from '../host-matrix.js';
-import { INT8_GROUP, dequantizeBlocks, isBlockDType, matrixBlocks, quantizeRowInt8, storageDType } from '../quant.js';
+import { INT8_GROUP, dequantizeBlocks, isBlockDType, matrixBlocks, quantizeRowInt8, roundActivationsQ8, storageDType } from '../quant.js';
 
 class JsBuf implements Buf {
   readonly data: Float64Array;
@@ -28,6 +30,8 @@ class JsMat implements Mat {
     readonly cols: number,
     /** f32 values, or bf16 bit patterns. */
     readonly data: Float32Array | Uint16Array,
+    /** Round the inputs to 8 bits first (a q4 matrix with `activations: 'q8'`). */
+    readonly roundInputs = false,
   ) {}
 }
 
@@ -62,7 +66,7 @@ export class JsBackend implements Backend {
   readonly name = 'js';
   readonly maxChunk = 32;
 
-  constructor(readonly weightDType: WeightDType = 'f32') {}
+  constructor(readonly weightDType: WeightDType = 'f32', readonly activations: ActivationMode = 'full') {}
 
   buffer(length: number): Buf {
     return new JsBuf(length);
@@ -83,7 +87,9 @@ export class JsBackend implements Backend {
   matrix(m: HostMatrix): Mat {
     const n = m.rows * m.cols;
     const dtype = storageDType(this.weightDType, m.name, m);
-    if (isBlockDType(dtype)) return new JsMat(m.rows, m.cols, dequantizeBlocks(matrixBlocks(m, dtype), dtype, m.rows, m.cols));
+    if (isBlockDType(dtype)) {
+      return new JsMat(m.rows, m.cols, dequantizeBlocks(matrixBlocks(m, dtype), dtype, m.rows, m.cols), dtype === 'q4' && this.activations === 'q8');
+    }
     if (dtype === 'f16' || dtype === 'int8') return new JsMat(m.rows, m.cols, dtype === 'f16' ? roundedToF16(m) : dequantizedInt8(m));
     if (dtype === 'bf16') {
       if (m.dtype === 'BF16') return new JsMat(m.rows, m.cols, m.data.slice(0, n));
@@ -114,8 +120,14 @@ export class JsBackend implements Backend {
   }
 
   matmul(out: Buf, x: Buf, W: Mat, T: number, opts: MatmulOptions = {}): void {
-    const { rows, cols, data } = W as JsMat;
-    const o = d(out), xs = d(x);
+    const { rows, cols, data, roundInputs } = W as JsMat;
+    const o = d(out);
+    let xs = d(x);
+    if (roundInputs) {
+      const rounded = new Float64Array(T * cols);
+      for (let t = 0; t < T; t++) roundActivationsQ8(xs, t * cols, cols, rounded, t * cols);
+      xs = rounded;
+    }
     const bias = opts.bias ? d(opts.bias) : undefined;
     const act = opts.act ?? 'none';
     const acc = opts.accumulate ?? false;

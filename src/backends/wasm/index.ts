@@ -7,10 +7,11 @@
  * - Weights: f32, bf16, f16, int8, q4 or q8_0 in the layouts of ./layout.ts. `weightBytes` sums what a decode step reads.
  * - matmul: T ≤ 2 token rows use the mat-vec kernels (weights streamed straight from memory, per dtype);
  *   larger T uses the blocked mat-mat kernel (4-row tiles widened once to f32, 4×2 register tile over token pairs).
+ *   With `activations: 'q8'`, q4 products take x rounded to 8 bits: integer mat-vec, or the rounded values in f32.
  * - Relaxed SIMD (fused multiply-add) is used when the runtime validates the relaxed build; on Node 20 it is
  *   enabled with the V8 flag `--experimental-wasm-relaxed-simd` at run time. Otherwise plain SIMD128.
  */
-import type { Activation, Backend, Buf, HostMatrix, Mat, MatmulOptions, WeightDType } from '../kernels.js';
+import type { Activation, ActivationMode, Backend, Buf, HostMatrix, Mat, MatmulOptions, WeightDType } from '../kernels.js';
 import type { BackendOptions } from '../index.js';
 import { UserError } from '../../errors.js';
 import { ThreadPool } from './pool.js';
@@ -69,10 +70,12 @@ class WMat implements Mat {
 
 interface Kernels {
   mv_f32: Function; mv_bf16: Function; mv_f16: Function; mv_i8: Function; mm: Function; wkv: Function; mmp: Function;
-  mv_q4: Function; mv_q8: Function; bw_read: Function;
+  mv_q4: Function; mv_q8: Function; bw_read: Function; mv_q4a8: Function;
   layer_norm: Function; shift_lerp: Function; decay: Function; key_prep: Function; bonus_gate: Function;
   quant_x(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
   quant_x32(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
+  quant_x8(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
+  round_x8(dst: number, x: number, T: number, xs: number, cols: number): void;
   prefetch_distance(): number;
   quant_i8_bf16(q: number, sc: number, src: number, rows: number, cols: number, K: number): number;
   pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
@@ -82,9 +85,9 @@ interface Kernels {
 
 /** Kernels the thread pool can split, by op index. */
 const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv', 'mmp', 'mv_q4', 'mv_q8', 'bw_read',
-  'layer_norm', 'shift_lerp', 'decay', 'key_prep', 'bonus_gate'] as const;
+  'layer_norm', 'shift_lerp', 'decay', 'key_prep', 'bonus_gate', 'mv_q4a8'] as const;
 const OP_MV = [0, 1, 2, 3, 7, 8]; // by DTYPE_CODE
-const OP_MM = 4, OP_WKV = 5, OP_MMP = 6, OP_BW = 9, OP_LN = 10, OP_SHIFT = 11, OP_DECAY = 12, OP_KEY = 13, OP_BONUS = 14;
+const OP_MM = 4, OP_WKV = 5, OP_MMP = 6, OP_BW = 9, OP_LN = 10, OP_SHIFT = 11, OP_DECAY = 12, OP_KEY = 13, OP_BONUS = 14, OP_MV_Q4A8 = 15;
 /** Element-wise ops over at least this many values are split between the threads (by rows; decay by channels). */
 const PAR_MIN_ELEMS = 1 << 14;
 /** Matrices multiplied with blocked f64 accumulation in prefill (their errors are amplified by the state). */
@@ -164,7 +167,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   const memory = new WebAssembly.Memory({ initial: HEAP_BASE / 65536 + 16, maximum: 65536, shared: isShared });
   const instance = await WebAssembly.instantiate(module, { env: { memory } });
   const pool = await ThreadPool.create(module, memory, instance.exports, PAR_OPS, threads, !opts.deferThreads);
-  return new WasmBackend(dtype, threads, simd, memory, instance.exports, pool, opts.maxChunk ?? 64);
+  return new WasmBackend(dtype, threads, simd, memory, instance.exports, pool, opts.maxChunk ?? 64, opts.activations);
 }
 
 export class WasmBackend implements Backend {
@@ -198,6 +201,8 @@ export class WasmBackend implements Backend {
     exports: WebAssembly.Exports,
     private readonly pool: ThreadPool,
     readonly maxChunk: number,
+    /** `q8`: the inputs of q4 products are rounded to 8 bits and multiplied in integers (wasm/blocks.ts mv_q4a8). */
+    readonly activations: ActivationMode = 'full',
   ) {
     this.k = exports as unknown as Kernels;
     if (this.k.prefetch_distance() > PREFETCH_PAD) throw new Error('wasm kernels prefetch further than PREFETCH_PAD');
@@ -329,8 +334,10 @@ export class WasmBackend implements Backend {
     const tileStride = Math.max(4 * K * 4 + (this.maxChunk + 2) * 64, 5 * 256 * 8);
     const tileBytes = tileStride * this.threads;
     const xpadBytes = this.maxChunk * K * 4;
-    const xqBytes = Math.ceil((Math.max(this.maxChunk * K * 2, 2 * K * 4)) / 64) * 64; // int16 [T, K]; q4/q8_0: hi/lo [2, 2K]
-    const xscBytes = Math.ceil((Math.max(this.maxChunk, 2 * (K / QBLOCK)) * 4) / 64) * 64;
+    // int16 [T, K]; q4/q8_0: hi/lo [2, 2K]; activations q8: the rounded f32 x [T, K] of a mat-mat
+    const xqBytes = Math.ceil(this.maxChunk * K * 4 / 64) * 64;
+    // int8 per-row scales [T]; q4/q8_0: block scales [2, K/32]; q4 on 8-bit x: scales and offsets [2, 2·K/32]
+    const xscBytes = Math.ceil((Math.max(this.maxChunk, 4 * (K / QBLOCK)) * 4) / 64) * 64;
     const bytes = tileBytes + xpadBytes + xqBytes + xscBytes;
     const base = this.alloc(bytes, 'scratch');
     this.scratch = { tile: base, tileStride, xpad: base + tileBytes, xq: base + tileBytes + xpadBytes, xsc: base + tileBytes + xpadBytes + xqBytes, bytes };
@@ -368,7 +375,13 @@ export class WasmBackend implements Backend {
     const macs = rows * K * T;
     const items = macs < PAR_MIN_MACS ? 0 : 1; // 0: run on the main thread only
     const S = this.scratch;
+    const a8 = dt === 4 && this.activations === 'q8';
     if (T <= 2) {
+      if (a8) { // q4 on 8-bit x: integer dot products per block
+        this.k.quant_x8(S.xq, S.xsc, p(x), T, cols, cols, K);
+        this.par(OP_MV_Q4A8, rows, 4, items, [p(out), S.xq, m.ptr, K, T, S.xsc, rows, bias, act, acc, rows, m.sc, m.f16Shift]);
+        return;
+      }
       if (dt >= 4) { // q4, q8_0: x in int16 with a scale per block of 32
         this.k.quant_x32(S.xq, S.xsc, p(x), T, cols, cols, K);
         this.par(OP_MV[dt]!, rows, 4, items, [p(out), S.xq, m.ptr, K, T, S.xsc, rows, bias, act, acc, rows, m.sc, m.f16Shift]);
@@ -384,7 +397,9 @@ export class WasmBackend implements Backend {
       this.par(OP_MV[dt]!, rows, 4, items, [p(out), xp, m.ptr, K, T, xs, rows, bias, act, acc, rows, m.f16Shift]);
       return;
     }
-    this.k.pack_x2(S.xpad, p(x), T, cols, cols, K); // token pairs interleaved, zero-padded to K (see wasm/kernels.ts mm)
+    let xp = p(x);
+    if (a8) { this.k.round_x8(S.xq, xp, T, cols, cols); xp = S.xq; } // the same 8-bit values, multiplied in f32
+    this.k.pack_x2(S.xpad, xp, T, cols, cols, K); // token pairs interleaved, zero-padded to K (see wasm/kernels.ts mm)
     this.par(m.blocked ? OP_MMP : OP_MM, m.rowsP, 4, items, [p(out), S.xpad, m.ptr, K, T, rows, bias, act, acc, rows, dt, m.sc, S.tile, m.f16Shift], 12, S.tileStride);
   }
 
