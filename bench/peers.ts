@@ -3,7 +3,7 @@
  * the same checkpoint: load time, prefill and decode tokens/s at each thread count, by weight precision —
  *   16-bit: ours bf16 (the .pth) and f16 (the F16 GGUF) vs llama.cpp F16
  *    8-bit: ours int8 (the .pth, quantized at load) and q8_0 (the Q8_0 GGUF) vs llama.cpp Q8_0
- *    4-bit: ours q4 (the Q4_0 GGUF) vs llama.cpp Q4_0
+ *    4-bit: ours q4 (the Q4_0 GGUF; also q4+a8, with 8-bit activations as llama.cpp computes it) vs llama.cpp Q4_0
  * with each decode's weight stream (GB/s) as a share of the memory bandwidth ours probes with the same threads
  * (WasmBackend.probeBandwidth). The GGUFs are written by our own converter (`rwkv7 convert IN OUT.gguf --dtype
  * f16|q8_0|q4_0`), so this also checks that llama.cpp loads them (architecture rwkv7) and, per precision, how many
@@ -74,7 +74,10 @@ function tokens(n: number, seed: number, vocab = 65536): number[] {
 async function oursWorker(job: Job): Promise<Measurement> {
   const { loadModel } = await import('../src/runtime/load.js');
   const t0 = performance.now();
-  const { model, config } = await loadModel(job.file, { backend: 'wasm', dtype: job.dtype as WeightDType, threads: job.threads });
+  // 'q4+a8': q4 weights with 8-bit activations (--activations q8, llama.cpp's own Q4_0 arithmetic)
+  const a8 = job.dtype.endsWith('+a8');
+  const dtype = (a8 ? job.dtype.slice(0, -3) : job.dtype) as WeightDType;
+  const { model, config } = await loadModel(job.file, { backend: 'wasm', dtype, activations: a8 ? 'q8' : 'full', threads: job.threads });
   const load = (performance.now() - t0) / 1000;
   try {
     const V = config.vocabSize;
@@ -261,6 +264,7 @@ async function main(): Promise<void> {
     { bits: '8-bit', runtime: 'rwkv7-ts', dtype: 'q8_0', file: gguf.q8_0 },
     { bits: '8-bit', runtime: 'llama.cpp', dtype: 'Q8_0', file: gguf.q8_0 },
     { bits: '4-bit', runtime: 'rwkv7-ts', dtype: 'q4', file: gguf.q4_0 },
+    { bits: '4-bit', runtime: 'rwkv7-ts', dtype: 'q4+a8', file: gguf.q4_0 },
     { bits: '4-bit', runtime: 'llama.cpp', dtype: 'Q4_0', file: gguf.q4_0 },
   ];
   const results = new Map<string, Measurement[]>();
@@ -305,7 +309,7 @@ async function main(): Promise<void> {
     notes.push(`llama.cpp loaded ${nodePath.basename(r.file)}: architecture ${m.architecture}, ${m.description}`);
   }
   const greedyOf = (runtime: string, dtype: string) => results.get(`${runtime}/${dtype}/${threadList[0]}`)?.[0]?.greedy ?? [];
-  for (const [ours, theirs] of [['f16', 'F16'], ['q8_0', 'Q8_0'], ['q4', 'Q4_0']] as const) {
+  for (const [ours, theirs] of [['f16', 'F16'], ['q8_0', 'Q8_0'], ['q4', 'Q4_0'], ['q4+a8', 'Q4_0']] as const) {
     const a = greedyOf('rwkv7-ts', ours), b = greedyOf('llama.cpp', theirs);
     let same = 0;
     while (same < Math.min(a.length, b.length) && a[same] === b[same]) same++;
