@@ -188,14 +188,15 @@ export function quant_x32(xq: usize, xsc: usize, x: usize, T: i32, xs: i32, cols
 // (quant_x8 then stores int16 codes). Four blocks' i32 sums are transposed into one vector, lane j block j, and
 // scaled by d_w·s in one f32 multiply-add.
 
-/** Σ q·c over one block as i32x4 partial sums: the 16 code bytes at wp, the block's 32 activation codes at xp. */
+/**
+ * Σ q·c over one block, partial sums: the 16 code bytes at wp, the block's 32 activation codes at xp. Relaxed: i16x8
+ * (each lane two pair sums of the relaxed dot product, |·| ≤ 2·2·127·15 = 7620); plain: i32x4.
+ */
 @inline function dotBlockA8(wp: usize, xp: usize, m15: v128): v128 {
   const v = v128.load(wp);
   const lo = v128.and(v, m15), hi = v128.and(i16x8.shr_u(v, 4), m15); // elements 0..15, 16..31 (x86: no 8-bit shift)
   if (ASC_FEATURE_RELAXED_SIMD) {
-    // pair sums in int16 (|·| ≤ 2·127·15 each, ≤ 7620 for the two halves), then widened in pairs to i32
-    return i32x4.extadd_pairwise_i16x8_s(i16x8.add(
-      i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp), lo), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp, 16), hi)));
+    return i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp), lo), i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp, 16), hi));
   } else {
     return i32x4.add(
       i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo), v128.load(xp)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo), v128.load(xp, 16))),
@@ -203,14 +204,20 @@ export function quant_x32(xq: usize, xsc: usize, x: usize, T: i32, xs: i32, cols
   }
 }
 
-/** [s0 lanes 0+2, s1 lanes 0+2, s0 lanes 1+3, s1 lanes 1+3]: two blocks' partial sums folded into one vector. */
-@inline function fold2(s0: v128, s1: v128): v128 {
-  return i32x4.add(v128.shuffle<i32>(s0, s1, 0, 4, 1, 5), v128.shuffle<i32>(s0, s1, 2, 6, 3, 7));
-}
-
-/** Lane j: block j's sum, from fold2 of blocks 0, 1 and of blocks 2, 3. */
-@inline function fold4(a: v128, b: v128): v128 {
-  return i32x4.add(v128.shuffle<i32>(a, b, 0, 1, 4, 5), v128.shuffle<i32>(a, b, 2, 3, 6, 7));
+/** Lane j: block j's Σ q·c, for the 4 blocks from wp (activation codes from xp). */
+@inline function blocks4(wp: usize, xp: usize, m15: v128): v128 {
+  const h0 = dotBlockA8(wp, xp, m15), h1 = dotBlockA8(wp + 16, xp + A8_BYTES, m15);
+  const h2 = dotBlockA8(wp + 32, xp + 2 * A8_BYTES, m15), h3 = dotBlockA8(wp + 48, xp + 3 * A8_BYTES, m15);
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    // folded in int16 (halves, then quarters of each block's lanes: |·| ≤ 4·7620 = 30480 < 2^15), then widened once
+    const t01 = i16x8.add(v128.shuffle<i64>(h0, h1, 0, 2), v128.shuffle<i64>(h0, h1, 1, 3));
+    const t23 = i16x8.add(v128.shuffle<i64>(h2, h3, 0, 2), v128.shuffle<i64>(h2, h3, 1, 3));
+    return i32x4.extadd_pairwise_i16x8_s(i16x8.add(v128.shuffle<i32>(t01, t23, 0, 2, 4, 6), v128.shuffle<i32>(t01, t23, 1, 3, 5, 7)));
+  } else {
+    const t01 = i32x4.add(v128.shuffle<i32>(h0, h1, 0, 4, 1, 5), v128.shuffle<i32>(h0, h1, 2, 6, 3, 7));
+    const t23 = i32x4.add(v128.shuffle<i32>(h2, h3, 0, 4, 1, 5), v128.shuffle<i32>(h2, h3, 2, 6, 3, 7));
+    return i32x4.add(v128.shuffle<i32>(t01, t23, 0, 1, 4, 5), v128.shuffle<i32>(t01, t23, 2, 3, 6, 7));
+  }
 }
 
 /** Activation code bytes per block: int8 for the relaxed dot product, int16 for the plain one. */
@@ -229,14 +236,7 @@ const A8_BYTES: usize = ASC_FEATURE_RELAXED_SIMD ? 32 : 64;
     const pa = wa + (g << 4), pb = wb + (g << 4), xp = xt + g * A8_BYTES;
     pf = ahead(pf, pa, pb);
     const cor = v128.load(xct + (g << 2)), xs = v128.load(xst + (g << 2));
-    // both rows' dot products of a block next to each other, folded two blocks at a time: the block's activation
-    // codes are loaded once for both rows and are dead after, so few vectors are live (no spills)
-    const a0 = dotBlockA8(pa, xp, m15), b0 = dotBlockA8(pb, xp, m15);
-    const a1 = dotBlockA8(pa + 16, xp + A8_BYTES, m15), b1 = dotBlockA8(pb + 16, xp + A8_BYTES, m15);
-    const a01 = fold2(a0, a1), b01 = fold2(b0, b1);
-    const a2 = dotBlockA8(pa + 32, xp + 2 * A8_BYTES, m15), b2 = dotBlockA8(pb + 32, xp + 2 * A8_BYTES, m15);
-    const a3 = dotBlockA8(pa + 48, xp + 3 * A8_BYTES, m15), b3 = dotBlockA8(pb + 48, xp + 3 * A8_BYTES, m15);
-    const ia = fold4(a01, fold2(a2, a3)), ib = fold4(b01, fold2(b2, b3));
+    const ia = blocks4(pa, xp, m15), ib = blocks4(pb, xp, m15);
     fa = madd(f32x4.convert_i32x4_s(i32x4.add(ia, cor)), f32x4.mul(scales4(sa + (g << 1), mul), xs), fa);
     fb = madd(f32x4.convert_i32x4_s(i32x4.add(ib, cor)), f32x4.mul(scales4(sb + (g << 1), mul), xs), fb);
   }
