@@ -30,6 +30,7 @@ import { widenBlocks } from './blocks';
 
 export { mv_q4, mv_q8, quant_x32, mv_q4a8, quant_x8, round_x8 } from './blocks';
 export { bw_read } from './probe';
+export { activate, decay } from './act';
 export { quant_i8_bf16 } from './load';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -543,25 +544,6 @@ export function shift_lerp(lo: i32, hi: i32, out: usize, x: usize, shift: usize,
       const o = f4(<usize>i);
       const xi = load<f32>(xt + o);
       store<f32>(ot + o, xi + (load<f32>(pt + o) - xi) * load<f32>(mix + o));
-    }
-  }
-}
-
-/**
- * w = exp(-e^-0.5 · sigmoid(w0 + w)), in place. If `lo` ≠ 0 it also gets the rounding residual w − f32(w), which
- * wkv adds back: with repeated input the same decay multiplies the state every step, so a rounded w would bias it
- * coherently (t × 6e-8) — enough to show in the logits of ill-conditioned steps.
- */
-export function decay(c0: i32, c1: i32, w: usize, w0: usize, T: i32, C: i32, lo: usize): void {
-  const k = Math.exp(-0.5);
-  for (let t = 0; t < T; t++) {
-    for (let i = c0; i < min(c1, C); i++) {
-      const o = f4(<usize>(t * C + i));
-      const z = <f64>load<f32>(w0 + f4(<usize>i)) + <f64>load<f32>(w + o);
-      const v = Math.exp(-k / (1.0 + Math.exp(-z)));
-      const hi = <f32>v;
-      store<f32>(w + o, hi);
-      if (lo) store<f32>(lo + o, <f32>(v - <f64>hi));
     }
   }
 }

@@ -70,7 +70,7 @@ class WMat implements Mat {
 
 interface Kernels {
   mv_f32: Function; mv_bf16: Function; mv_f16: Function; mv_i8: Function; mm: Function; wkv: Function; mmp: Function;
-  mv_q4: Function; mv_q8: Function; bw_read: Function; mv_q4a8: Function;
+  mv_q4: Function; mv_q8: Function; bw_read: Function; mv_q4a8: Function; activate: Function;
   layer_norm: Function; shift_lerp: Function; decay: Function; key_prep: Function; bonus_gate: Function;
   quant_x(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
   quant_x32(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
@@ -85,9 +85,9 @@ interface Kernels {
 
 /** Kernels the thread pool can split, by op index. */
 const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv', 'mmp', 'mv_q4', 'mv_q8', 'bw_read',
-  'layer_norm', 'shift_lerp', 'decay', 'key_prep', 'bonus_gate', 'mv_q4a8'] as const;
+  'layer_norm', 'shift_lerp', 'decay', 'key_prep', 'bonus_gate', 'mv_q4a8', 'activate'] as const;
 const OP_MV = [0, 1, 2, 3, 7, 8]; // by DTYPE_CODE
-const OP_MM = 4, OP_WKV = 5, OP_MMP = 6, OP_BW = 9, OP_LN = 10, OP_SHIFT = 11, OP_DECAY = 12, OP_KEY = 13, OP_BONUS = 14, OP_MV_Q4A8 = 15;
+const OP_MM = 4, OP_WKV = 5, OP_MMP = 6, OP_BW = 9, OP_LN = 10, OP_SHIFT = 11, OP_DECAY = 12, OP_KEY = 13, OP_BONUS = 14, OP_MV_Q4A8 = 15, OP_ACT = 16;
 /** Element-wise ops over at least this many values are split between the threads (by rows; decay by channels). */
 const PAR_MIN_ELEMS = 1 << 14;
 /** Matrices multiplied with blocked f64 accumulation in prefill (their errors are amplified by the state). */
@@ -365,10 +365,20 @@ export class WasmBackend implements Backend {
   }
 
   matmul(out: Buf, x: Buf, W: Mat, T: number, opts: MatmulOptions = {}): void {
-    const m = W as WMat;
+    const act = ACT[opts.act ?? 'none'];
+    if (act === 1 || act === 2) { // tanh, sigmoid: vectorized over the whole output after the product (wasm/act.ts)
+      this.product(out, x, W as WMat, T, opts, 0);
+      const n = T * W.rows;
+      this.par(OP_ACT, n, 4, n >= 4096 ? 1 : 0, [p(out), act]); // split from a few thousand values (decode: one thread)
+      return;
+    }
+    this.product(out, x, W as WMat, T, opts, act);
+  }
+
+  /** out = W · x (+ bias, then the activation code `act` when it is none or relu², which the kernels apply as they store). */
+  private product(out: Buf, x: Buf, m: WMat, T: number, opts: MatmulOptions, act: number): void {
     this.touch(p(out));
     const dt = m.dt;
-    const act = ACT[opts.act ?? 'none'];
     const acc = opts.accumulate ? 1 : 0;
     const bias = opts.bias ? p(opts.bias) : 0;
     const { K, rows, cols } = m;
