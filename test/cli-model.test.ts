@@ -108,3 +108,19 @@ test('logits writes the dump, and compare reads it back', async () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('ppl --activations q8 on the Q4_0 fixture: labelled, and within 0.5% of the full-precision q4 perplexity; refused with bf16', async () => {
+  const args = ['ppl', '--model', shared('fixtures/gguf/storyteller-L6-D192-q4_0.gguf'), '--file', shared('fixtures/golden/storyteller.text.passage.txt'), '--max-tokens', '1024', '--backend', 'wasm', '--threads', '1'];
+  const full = await rwkv7(...args);
+  const q8 = await rwkv7(...args, '--activations', 'q8');
+  assert.equal(full.code, 0, full.stderr);
+  assert.equal(q8.code, 0, q8.stderr);
+  assert.match(q8.stdout, /\(wasm, q4, activations q8\)/);
+  const ppl = (s: string) => Number(/perplexity ([\d.]+)/.exec(s)![1]);
+  // measured: 45.589 full, 45.626 q8 (bf16 of the .pth: 44.627)
+  assert.ok(Math.abs(ppl(q8.stdout) / ppl(full.stdout) - 1) <= 0.005, `${ppl(q8.stdout)} against ${ppl(full.stdout)}`);
+  const bad = await rwkv7(...args, '--activations', 'q8', '--dtype', 'bf16');
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /--activations q8 rounds the inputs of 4-bit products: it needs --dtype q4 \(or a Q4_0 GGUF\), not bf16/);
+  assert.doesNotMatch(bad.stderr, /\n\s+at /); // no stack trace
+});

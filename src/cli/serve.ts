@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { addModelOptions, loadModelFromFlags, parseInteger, parseNumber, type ModelFlags } from './common.js';
 import { createServer } from '../server/index.js';
 import { BATCH_DEFAULTS } from '../server/engine.js';
-import { createBackend, weightsLabel } from '../backends/index.js';
+import { checkActivations, createBackend, weightsLabel } from '../backends/index.js';
 import { syntheticModel } from '../runtime/synthetic.js';
 import { NET_DEFAULTS } from '../server/hardening.js';
 import { UserError } from '../errors.js';
@@ -130,7 +130,8 @@ export function register(program: Command): void {
 async function loadSynthetic(f: ServeFlags) {
   const name = f.backend === 'auto' ? 'wasm' : f.backend;
   const dtype = f.dtype ?? (name === 'js' ? 'f32' : 'bf16');
-  const backend = await createBackend(name, { dtype, threads: f.threads });
+  checkActivations(dtype, f.activations);
+  const backend = await createBackend(name, { dtype, activations: f.activations, threads: f.threads });
   const { model, config } = syntheticModel(f.synthetic!, backend);
   return { model, config, path: `synthetic:${f.synthetic!.toLowerCase()}` };
 }
