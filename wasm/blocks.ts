@@ -298,6 +298,7 @@ export function quant_x8(xq: usize, xsc: usize, x: usize, T: i32, xs: i32, cols:
     const qt = xq + <usize>t * nb * A8_BYTES;
     for (let b: usize = 0; b < nb; b++) {
       const c0 = <i32>(b << 5), c1 = min(c0 + 32, cols);
+      if (c1 - c0 == 32) { quantBlock8(xt + f4(<usize>c0), qt + b * A8_BYTES, st + (b << 2), st + (nb << 2) + (b << 2)); continue; }
       const m = amax(xt, c0, c1);
       const inv: f32 = m > 0 ? 127 / m : 0;
       let sum: i32 = 0;
@@ -313,12 +314,55 @@ export function quant_x8(xq: usize, xsc: usize, x: usize, T: i32, xs: i32, cols:
   }
 }
 
+/** max|v| over the 32 values of 8 vectors (as `amax`). */
+@inline function amax32(v0: v128, v1: v128, v2: v128, v3: v128, v4: v128, v5: v128, v6: v128, v7: v128): f32 {
+  let a = f32x4.max(f32x4.max(f32x4.max(f32x4.abs(v0), f32x4.abs(v1)), f32x4.max(f32x4.abs(v2), f32x4.abs(v3))),
+    f32x4.max(f32x4.max(f32x4.abs(v4), f32x4.abs(v5)), f32x4.max(f32x4.abs(v6), f32x4.abs(v7))));
+  a = f32x4.max(a, v128.shuffle<f32>(a, a, 2, 3, 0, 1));
+  return max(f32x4.extract_lane(a, 0), f32x4.extract_lane(a, 1));
+}
+
+/**
+ * One whole block of quant_x8, 8 vectors at a time (the same codes, scale and sum as its scalar loop, which does the
+ * partial last block): 32 f32 at xp → codes at qp, scale at sp, −8·Σc at cp.
+ */
+@inline function quantBlock8(xp: usize, qp: usize, sp: usize, cp: usize): void {
+  const v0 = v128.load(xp), v1 = v128.load(xp, 16), v2 = v128.load(xp, 32), v3 = v128.load(xp, 48);
+  const v4 = v128.load(xp, 64), v5 = v128.load(xp, 80), v6 = v128.load(xp, 96), v7 = v128.load(xp, 112);
+  const m = amax32(v0, v1, v2, v3, v4, v5, v6, v7);
+  const inv = f32x4.splat(m > 0 ? 127 / m : 0);
+  // codes: round-half-even(x · inv) (f32x4.nearest), exact in i32, narrowed (|c| ≤ 127: no saturation)
+  const c0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v0, inv))), c1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v1, inv)));
+  const c2 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v2, inv))), c3 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v3, inv)));
+  const c4 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v4, inv))), c5 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v5, inv)));
+  const c6 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v6, inv))), c7 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v7, inv)));
+  const h0 = i16x8.narrow_i32x4_s(c0, c1), h1 = i16x8.narrow_i32x4_s(c2, c3), h2 = i16x8.narrow_i32x4_s(c4, c5), h3 = i16x8.narrow_i32x4_s(c6, c7);
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    v128.store(qp, i8x16.narrow_i16x8_s(h0, h1));
+    v128.store(qp, i8x16.narrow_i16x8_s(h2, h3), 16);
+  } else {
+    v128.store(qp, h0); v128.store(qp, h1, 16); v128.store(qp, h2, 32); v128.store(qp, h3, 48);
+  }
+  let sum = i32x4.add(i32x4.add(i32x4.add(c0, c1), i32x4.add(c2, c3)), i32x4.add(i32x4.add(c4, c5), i32x4.add(c6, c7)));
+  sum = i32x4.add(sum, v128.shuffle<i32>(sum, sum, 2, 3, 0, 1));
+  store<f32>(sp, f16round(m / 127));
+  store<i32>(cp, -8 * (i32x4.extract_lane(sum, 0) + i32x4.extract_lane(sum, 1)));
+}
+
 /** The values quant_x8 rounds x to, s·c, as f32 rows of `cols` at dst (the mat-mat path multiplies them in f32). */
 export function round_x8(dst: usize, x: usize, T: i32, xs: i32, cols: i32): void {
   for (let t = 0; t < T; t++) {
     const xt = x + f4(<usize>(t * xs)), dt = dst + f4(<usize>(t * cols));
     for (let c0 = 0; c0 < cols; c0 += 32) {
       const c1 = min(c0 + 32, cols);
+      if (c1 - c0 == 32) { // a whole block, vectorized: the same codes (f32x4.nearest) times the same scale
+        const xp = xt + f4(<usize>c0), dp = dt + f4(<usize>c0);
+        const m = amax32(v128.load(xp), v128.load(xp, 16), v128.load(xp, 32), v128.load(xp, 48),
+          v128.load(xp, 64), v128.load(xp, 80), v128.load(xp, 96), v128.load(xp, 112));
+        const inv = f32x4.splat(m > 0 ? 127 / m : 0), sv = f32x4.splat(f16round(m / 127));
+        for (let j: usize = 0; j < 128; j += 16) v128.store(dp + j, f32x4.mul(sv, f32x4.nearest(f32x4.mul(v128.load(xp + j), inv))));
+        continue;
+      }
       const m = amax(xt, c0, c1);
       const inv: f32 = m > 0 ? 127 / m : 0, s = f16round(m / 127);
       for (let c = c0; c < c1; c++) store<f32>(dt + f4(<usize>c), s * <f32>code8(xt, c, inv));
