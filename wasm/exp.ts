@@ -192,43 +192,99 @@ export function last_emin(): f64 {
 
 // ---- the sampler's loops (see src/runtime/sampler-workspace.ts, class Workspace) ------------------------------
 
-// @ts-ignore: decorator
-@inline function candidate(ep: usize, candp: usize, endp: usize, i: i32, n: i32, q: f64, hMax: i32, shift: i32, B: i32): void {
-  store<i32>(candp + (<usize>n << 2), i);
-  store<f64>(ep + (<usize>n << 3), q);
-  const b = min((hMax - <i32>(reinterpret<u64>(q) >> 32)) >> shift, B - 1);
-  const p = endp + (<usize>b << 2);
-  store<i32>(p, load<i32>(p) + 1);
-}
-
 /**
  * Candidates in id order: q = e[i] / sum with q > 0 and q ≥ eps. Their ids go to cand[0, n), their q to e[0, n)
- * (compacted in place: n ≤ i), and each is counted in its bucket min((hMax - highword(q)) >> shift, B - 1):
- * ends[b] = the number in bucket b. Returns n. (Two divisions at a time; `lim` is not needed here.)
+ * (compacted in place: n ≤ i), their buckets min((hMax - highword(q)) >> shift, B - 1) to the bytes bk[0, n)
+ * (B ≤ 256), and ends[b] = the number in bucket b. Returns n. (`lim` is not needed here.)
+ *
+ * Written for speed (≈ 2× the simple loop that tests each lane and counts each candidate as it goes):
+ *   - the compaction is branchless within a group of eight: every lane is stored at position n, and n advances by 0
+ *     or 1 per lane (a lane that fails is overwritten by the next one), so a peaked distribution, where a few lanes
+ *     in many pass at random, does not pay a mispredicted branch per candidate; groups where no lane passes are
+ *     skipped (the stores cost more than that one branch where nearly every lane fails: a dominant token);
+ *   - the buckets are computed two at a time and only stored (one byte each) here; the counting is a second pass
+ *     over those bytes into four histograms (k mod 4: consecutive increments of one bucket do not wait on each
+ *     other's store), summed at the end. Counting in the first loop made every increment's address wait on a
+ *     division, and the loads behind those stores then stalled.
  */
-export function candidates(ep: usize, V: i32, sum: f64, eps: f64, lim: f64, candp: usize, hMax: i32, shift: i32, B: i32, endp: usize): i32 {
-  memory.fill(endp, 0, <usize>B << 2);
+// One pair of `candidates`: both lanes stored at position n, n advanced past the ones that pass (ok: their bits).
+// @ts-ignore: decorator
+@inline function candidatePair(ep: usize, candp: usize, bkp: usize, i: i32, n: i32, qv: v128, ok: i32, HM: v128, BM: v128, shift: i32): i32 {
+  // hMax - highword(q) ≥ 0 for every candidate (q ≤ qMax); a lane that fails may give anything: it is not kept
+  const bb = i64x2.shr_s(i64x2.sub(HM, i64x2.shr_u(qv, 32)), shift);
+  const bv = v128.bitselect(bb, BM, i64x2.lt_s(bb, BM));
+  store<i32>(candp + (<usize>n << 2), i);
+  store<f64>(ep + (<usize>n << 3), f64x2.extract_lane(qv, 0));
+  store<u8>(bkp + <usize>n, <u8>i64x2.extract_lane(bv, 0));
+  n += ok & 1;
+  store<i32>(candp + (<usize>n << 2), i + 1);
+  store<f64>(ep + (<usize>n << 3), f64x2.extract_lane(qv, 1));
+  store<u8>(bkp + <usize>n, <u8>i64x2.extract_lane(bv, 1));
+  return n + (ok >> 1);
+}
+
+export function candidates(ep: usize, V: i32, sum: f64, eps: f64, lim: f64, candp: usize, hMax: i32, shift: i32, B: i32, endp: usize, bkp: usize, histp: usize): i32 {
   const S2 = f64x2.splat(sum), EPS = f64x2.splat(eps), Z = f64x2.splat(0);
+  const HM = i64x2.splat(<i64>hMax), BM = i64x2.splat(<i64>(B - 1));
   let n = 0;
   let i = 0;
+  for (; i + 8 <= V; i += 8) {
+    const p = ep + (<usize>i << 3);
+    const q0 = f64x2.div(v128.load(p), S2), q1 = f64x2.div(v128.load(p, 16), S2);
+    const q2 = f64x2.div(v128.load(p, 32), S2), q3 = f64x2.div(v128.load(p, 48), S2);
+    const m0 = v128.and(f64x2.gt(q0, Z), f64x2.ge(q0, EPS)), m1 = v128.and(f64x2.gt(q1, Z), f64x2.ge(q1, EPS));
+    const m2 = v128.and(f64x2.gt(q2, Z), f64x2.ge(q2, EPS)), m3 = v128.and(f64x2.gt(q3, Z), f64x2.ge(q3, EPS));
+    if (!v128.any_true(v128.or(v128.or(m0, m1), v128.or(m2, m3)))) continue;
+    n = candidatePair(ep, candp, bkp, i, n, q0, i64x2.bitmask(m0), HM, BM, shift);
+    n = candidatePair(ep, candp, bkp, i + 2, n, q1, i64x2.bitmask(m1), HM, BM, shift);
+    n = candidatePair(ep, candp, bkp, i + 4, n, q2, i64x2.bitmask(m2), HM, BM, shift);
+    n = candidatePair(ep, candp, bkp, i + 6, n, q3, i64x2.bitmask(m3), HM, BM, shift);
+  }
   for (; i + 2 <= V; i += 2) {
     const qv = f64x2.div(v128.load(ep + (<usize>i << 3)), S2);
-    const ok = i64x2.bitmask(v128.and(f64x2.gt(qv, Z), f64x2.ge(qv, EPS)));
-    if (ok & 1) candidate(ep, candp, endp, i, n++, f64x2.extract_lane(qv, 0), hMax, shift, B);
-    if (ok & 2) candidate(ep, candp, endp, i + 1, n++, f64x2.extract_lane(qv, 1), hMax, shift, B);
+    n = candidatePair(ep, candp, bkp, i, n, qv, i64x2.bitmask(v128.and(f64x2.gt(qv, Z), f64x2.ge(qv, EPS))), HM, BM, shift);
   }
   if (i < V) {
     const q = load<f64>(ep + (<usize>i << 3)) / sum;
-    if (q > 0 && q >= eps) candidate(ep, candp, endp, i, n++, q, hMax, shift, B);
+    if (q > 0 && q >= eps) {
+      store<i32>(candp + (<usize>n << 2), i);
+      store<f64>(ep + (<usize>n << 3), q);
+      store<u8>(bkp + <usize>n, <u8>min((hMax - <i32>(reinterpret<u64>(q) >> 32)) >> shift, B - 1));
+      n++;
+    }
+  }
+  // the counts: four histograms of B entries at histp
+  const Bb = <usize>B << 2;
+  memory.fill(histp, 0, Bb << 2);
+  const h1 = histp + Bb, h2 = h1 + Bb, h3 = h2 + Bb;
+  let k = 0;
+  for (; k + 4 <= n; k += 4) {
+    const w = <usize>load<u32>(bkp + <usize>k);
+    const p0 = histp + ((w & 255) << 2), p1 = h1 + (((w >> 8) & 255) << 2);
+    const p2 = h2 + (((w >> 16) & 255) << 2), p3 = h3 + ((w >> 24) << 2);
+    store<i32>(p0, load<i32>(p0) + 1);
+    store<i32>(p1, load<i32>(p1) + 1);
+    store<i32>(p2, load<i32>(p2) + 1);
+    store<i32>(p3, load<i32>(p3) + 1);
+  }
+  for (; k < n; k++) {
+    const p = histp + (<usize>load<u8>(bkp + <usize>k) << 2);
+    store<i32>(p, load<i32>(p) + 1);
+  }
+  for (let b: usize = 0; b < Bb; b += 4) {
+    store<i32>(endp + b, load<i32>(histp + b) + load<i32>(h1 + b) + load<i32>(h2 + b) + load<i32>(h3 + b));
   }
   return n;
 }
 
 /**
- * The stable counting scatter of the n candidates (ids cand[k], probabilities e[k], counted by `candidates`) into
- * their buckets: ends[b] becomes the end offset of bucket b, ids/vals are laid out bucket after bucket.
+ * The stable counting scatter of the n candidates (ids cand[k], probabilities e[k], buckets bk[k], counted by
+ * `candidates`) into their buckets: ends[b] becomes the end offset of bucket b, ids/vals are laid out bucket after
+ * bucket. Two candidates per iteration, both positions read before either is written back (the second one's
+ * position is one further when both are in the same bucket): ≈ 1.5× faster than one at a time, where every
+ * position waited on the previous candidate's increment.
  */
-export function scatter(ep: usize, candp: usize, n: i32, hMax: i32, shift: i32, B: i32, endp: usize, idsp: usize, valsp: usize): void {
+export function scatter(ep: usize, candp: usize, n: i32, B: i32, endp: usize, idsp: usize, valsp: usize, bkp: usize): void {
   let acc = 0;
   for (let b = 0; b < B; b++) {
     const p = endp + (<usize>b << 2);
@@ -236,14 +292,25 @@ export function scatter(ep: usize, candp: usize, n: i32, hMax: i32, shift: i32, 
     store<i32>(p, acc);
     acc += c;
   }
-  for (let k = 0; k < n; k++) {
-    const q = load<f64>(ep + (<usize>k << 3));
-    const b = min((hMax - <i32>(reinterpret<u64>(q) >> 32)) >> shift, B - 1);
-    const p = endp + (<usize>b << 2);
+  let k = 0;
+  for (; k + 2 <= n; k += 2) {
+    const b0 = <usize>load<u8>(bkp + <usize>k), b1 = <usize>load<u8>(bkp + <usize>k, 1);
+    const p0 = endp + (b0 << 2), p1 = endp + (b1 << 2);
+    const pos0 = load<i32>(p0);
+    const pos1 = load<i32>(p1) + <i32>(b0 == b1);
+    store<i32>(p0, pos0 + 1);
+    store<i32>(p1, pos1 + 1); // b0 == b1: overwrites the store above with pos0 + 2
+    store<i32>(idsp + (<usize>pos0 << 2), load<i32>(candp + (<usize>k << 2)));
+    store<f64>(valsp + (<usize>pos0 << 3), load<f64>(ep + (<usize>k << 3)));
+    store<i32>(idsp + (<usize>pos1 << 2), load<i32>(candp + (<usize>k << 2), 4));
+    store<f64>(valsp + (<usize>pos1 << 3), load<f64>(ep + (<usize>k << 3), 8));
+  }
+  if (k < n) {
+    const p = endp + (<usize>load<u8>(bkp + <usize>k) << 2);
     const pos = load<i32>(p);
     store<i32>(p, pos + 1);
     store<i32>(idsp + (<usize>pos << 2), load<i32>(candp + (<usize>k << 2)));
-    store<f64>(valsp + (<usize>pos << 3), q);
+    store<f64>(valsp + (<usize>pos << 3), load<f64>(ep + (<usize>k << 3)));
   }
 }
 

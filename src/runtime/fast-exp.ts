@@ -129,8 +129,8 @@ interface ExpExports {
   max_of(xp: number, n: number): number;
   exp_sum(xp: number, ep: number, n: number, max: number): number;
   last_emin(): number;
-  candidates(ep: number, V: number, sum: number, eps: number, lim: number, candp: number, hMax: number, shift: number, B: number, endp: number): number;
-  scatter(ep: number, candp: number, n: number, hMax: number, shift: number, B: number, endp: number, idsp: number, valsp: number): void;
+  candidates(ep: number, V: number, sum: number, eps: number, lim: number, candp: number, hMax: number, shift: number, B: number, endp: number, bkp: number, histp: number): number;
+  scatter(ep: number, candp: number, n: number, B: number, endp: number, idsp: number, valsp: number, bkp: number): void;
   grid_sum(valsp: number, s: number, e: number, S: number): number;
   grid_sum_div(valsp: number, s: number, e: number, S: number, total: number): number;
   split(idsp: number, valsp: number, s: number, e: number, endsp: number, tmpIdsp: number, tmpValsp: number): number;
@@ -378,6 +378,9 @@ class WasmKernel implements SamplerKernel {
   private readonly splitp: number;
   private readonly tmpIdsp: number;
   private readonly tmpValsp: number;
+  /** The candidates' buckets (one byte each) and the four histograms that count them (wasm/exp.ts, candidates). */
+  private readonly bkp: number;
+  private readonly histp: number;
   constructor(private readonly w: ExpExports, readonly kind: ExpKind, readonly V: number) {
     const align = (p: number) => (p + 63) & ~63;
     const n = Math.max(V, 1);
@@ -389,7 +392,9 @@ class WasmKernel implements SamplerKernel {
     this.splitp = align(this.endp + 4 * KERNEL_MAX_BUCKETS);
     this.tmpIdsp = align(this.splitp + 4 * SPLIT_MAX * SPLIT_LEVELS);
     this.tmpValsp = align(this.tmpIdsp + 4 * n);
-    const need = this.tmpValsp + 8 * n;
+    this.bkp = align(this.tmpValsp + 8 * n);
+    this.histp = align(this.bkp + n);
+    const need = this.histp + 4 * 4 * KERNEL_MAX_BUCKETS;
     const have = w.memory.buffer.byteLength;
     if (need > have) w.memory.grow(Math.ceil((need - have) / 65536));
   }
@@ -431,10 +436,10 @@ class WasmKernel implements SamplerKernel {
     return sum;
   }
   candidates(sum: number, eps: number, lim: number, hMax: number, shift: number, B: number): number {
-    return this.w.candidates(this.xp, this.V, sum, eps, lim, this.candp, hMax, shift, B, this.endp);
+    return this.w.candidates(this.xp, this.V, sum, eps, lim, this.candp, hMax, shift, B, this.endp, this.bkp, this.histp);
   }
-  scatter(n: number, hMax: number, shift: number, B: number): void {
-    this.w.scatter(this.xp, this.candp, n, hMax, shift, B, this.endp, this.idsp, this.valsp);
+  scatter(n: number, _hMax: number, _shift: number, B: number): void {
+    this.w.scatter(this.xp, this.candp, n, B, this.endp, this.idsp, this.valsp, this.bkp);
   }
   gridSum(s: number, e: number, S: number): number {
     return this.w.grid_sum(this.valsp, s, e, S);
