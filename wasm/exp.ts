@@ -1,7 +1,7 @@
 // The sampler's kernels (src/runtime/fast-exp.ts, src/runtime/sampler-workspace.ts), AssemblyScript compiled to
 // WebAssembly SIMD128: a small module of its own (its own memory, no threads), embedded in src/runtime/exp-wasm.ts by
 // wasm/build-exp.mjs. The softmax (max_of, exp_sum) and the O(n) loops of the sampler's bucketed top-p and draw
-// (candidates, scatter, grid_sum, grid_sum_div, split); fast-exp.ts has the same loops in JS for hosts without the
+// (candidates, scatter, grid_sum, grid_sum_div, grid_walk, split); fast-exp.ts has the same loops in JS for hosts without the
 // module, and sampler-workspace.ts describes what they compute and why the results are those of the sorted sequential
 // sums.
 //
@@ -207,12 +207,18 @@ export function last_emin(): f64 {
  *     other's store), summed at the end. Counting in the first loop made every increment's address wait on a
  *     division, and the loads behind those stores then stalled.
  */
+// The buckets min((hMax - highword(q)) >> shift, B - 1) of two q, as i64 lanes. hMax - highword(q) ≥ 0 for every
+// candidate (q ≤ qMax); a lane that fails may give anything: it is not kept.
+// @ts-ignore: decorator
+@inline function bucketsOf(qv: v128, HM: v128, BM: v128, shift: i32): v128 {
+  const bb = i64x2.shr_s(i64x2.sub(HM, i64x2.shr_u(qv, 32)), shift);
+  return v128.bitselect(bb, BM, i64x2.lt_s(bb, BM));
+}
+
 // One pair of `candidates`: both lanes stored at position n, n advanced past the ones that pass (ok: their bits).
 // @ts-ignore: decorator
 @inline function candidatePair(ep: usize, candp: usize, bkp: usize, i: i32, n: i32, qv: v128, ok: i32, HM: v128, BM: v128, shift: i32): i32 {
-  // hMax - highword(q) ≥ 0 for every candidate (q ≤ qMax); a lane that fails may give anything: it is not kept
-  const bb = i64x2.shr_s(i64x2.sub(HM, i64x2.shr_u(qv, 32)), shift);
-  const bv = v128.bitselect(bb, BM, i64x2.lt_s(bb, BM));
+  const bv = bucketsOf(qv, HM, BM, shift);
   store<i32>(candp + (<usize>n << 2), i);
   store<f64>(ep + (<usize>n << 3), f64x2.extract_lane(qv, 0));
   store<u8>(bkp + <usize>n, <u8>i64x2.extract_lane(bv, 0));
@@ -226,6 +232,7 @@ export function last_emin(): f64 {
 export function candidates(ep: usize, V: i32, sum: f64, eps: f64, lim: f64, candp: usize, hMax: i32, shift: i32, B: i32, endp: usize, bkp: usize, histp: usize): i32 {
   const S2 = f64x2.splat(sum), EPS = f64x2.splat(eps), Z = f64x2.splat(0);
   const HM = i64x2.splat(<i64>hMax), BM = i64x2.splat(<i64>(B - 1));
+  const IOTA = i32x4(0, 1, 2, 3), FOUR = i32x4.splat(4);
   let n = 0;
   let i = 0;
   for (; i + 8 <= V; i += 8) {
@@ -235,6 +242,26 @@ export function candidates(ep: usize, V: i32, sum: f64, eps: f64, lim: f64, cand
     const m0 = v128.and(f64x2.gt(q0, Z), f64x2.ge(q0, EPS)), m1 = v128.and(f64x2.gt(q1, Z), f64x2.ge(q1, EPS));
     const m2 = v128.and(f64x2.gt(q2, Z), f64x2.ge(q2, EPS)), m3 = v128.and(f64x2.gt(q3, Z), f64x2.ge(q3, EPS));
     if (!v128.any_true(v128.or(v128.or(m0, m1), v128.or(m2, m3)))) continue;
+    if (i64x2.all_true(v128.and(v128.and(m0, m1), v128.and(m2, m3)))) {
+      // all eight pass (a flat distribution: nearly every group): whole-vector stores instead of 24 scalar ones —
+      // the q as they are, the ids i … i + 7, and the buckets' low bytes (< 256) gathered into one 8-byte store
+      const o = ep + (<usize>n << 3);
+      v128.store(o, q0);
+      v128.store(o, q1, 16);
+      v128.store(o, q2, 32);
+      v128.store(o, q3, 48);
+      const c = candp + (<usize>n << 2);
+      const iv = i32x4.add(i32x4.splat(i), IOTA);
+      v128.store(c, iv);
+      v128.store(c, i32x4.add(iv, FOUR), 16);
+      const b0 = bucketsOf(q0, HM, BM, shift), b1 = bucketsOf(q1, HM, BM, shift);
+      const b2 = bucketsOf(q2, HM, BM, shift), b3 = bucketsOf(q3, HM, BM, shift);
+      const lo = i8x16.shuffle(b0, b1, 0, 8, 16, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+      const hi = i8x16.shuffle(b2, b3, 0, 8, 16, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+      store<u64>(bkp + <usize>n, i64x2.extract_lane(i8x16.shuffle(lo, hi, 0, 1, 2, 3, 16, 17, 18, 19, 0, 0, 0, 0, 0, 0, 0, 0), 0));
+      n += 8;
+      continue;
+    }
     n = candidatePair(ep, candp, bkp, i, n, q0, i64x2.bitmask(m0), HM, BM, shift);
     n = candidatePair(ep, candp, bkp, i + 2, n, q1, i64x2.bitmask(m1), HM, BM, shift);
     n = candidatePair(ep, candp, bkp, i + 4, n, q2, i64x2.bitmask(m2), HM, BM, shift);
@@ -367,6 +394,49 @@ export function grid_sum(valsp: usize, s: i32, e: i32, S: f64): f64 {
 /** grid_sum for the draw's running sum of vals[k] / total. */
 export function grid_sum_div(valsp: usize, s: i32, e: i32, S: f64, total: f64): f64 {
   return gridSum(valsp, s, e, S, total, true);
+}
+
+let walkSum: f64 = 0;
+let walkStart: i32 = 0;
+
+/**
+ * The walks' loop over consecutive segments (sampler-workspace.ts, nucleus and segment): segment j = [start, ends[j])
+ * clipped to `stop` (start: s for the first, then the previous end), for j = j0, j0 + 1, … < m while start < stop,
+ * empty ones skipped. Each is added to S by its grid sum (grid_sum, or grid_sum_div with `divide`) as long as that
+ * holds and the sum stays below the limit (draw: not above it); returns the index of the first one that is not
+ * (S = 0 included), or where the loop ended, with the running sum and that segment's start in walk_sum() and
+ * walk_start(). One call for all the buckets (≈ 180 of them, most added whole) instead of one call from the host
+ * per bucket.
+ */
+export function grid_walk(valsp: usize, endsp: usize, j0: i32, m: i32, s: i32, stop: i32, S: f64, limit: f64, total: f64, divide: bool): i32 {
+  let j = j0;
+  for (; j < m && s < stop; j++) {
+    let e = load<i32>(endsp + (<usize>j << 2));
+    if (e > stop) e = stop;
+    if (e == s) continue;
+    if (!(S > 0)) break;
+    let end: f64;
+    if (divide) {
+      end = gridSum(valsp, s, e, S, total, true);
+      if (!(end >= 0 && !(limit < end))) break;
+    } else {
+      end = gridSum(valsp, s, e, S, 1, false);
+      if (!(end >= 0 && end < limit)) break;
+    }
+    S = end;
+    s = e;
+  }
+  walkSum = S;
+  walkStart = s;
+  return j;
+}
+
+/** The running sum and the segment start where the last grid_walk stopped. */
+export function walk_sum(): f64 {
+  return walkSum;
+}
+export function walk_start(): i32 {
+  return walkStart;
 }
 
 /**

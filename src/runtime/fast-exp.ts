@@ -133,6 +133,8 @@ interface ExpExports {
   scatter(ep: number, candp: number, n: number, B: number, endp: number, idsp: number, valsp: number, bkp: number): void;
   grid_sum(valsp: number, s: number, e: number, S: number): number;
   grid_sum_div(valsp: number, s: number, e: number, S: number, total: number): number;
+  grid_walk(valsp: number, endsp: number, j0: number, m: number, s: number, stop: number, S: number, limit: number, total: number, divide: number): number;
+  walk_sum(): number; walk_start(): number;
   split(idsp: number, valsp: number, s: number, e: number, endsp: number, tmpIdsp: number, tmpValsp: number): number;
   heap_base(): number;
 }
@@ -200,6 +202,14 @@ export interface SamplerKernel {
   gridSum(s: number, e: number, S: number): number;
   /** The same with v = vals[k] / total. */
   gridSumDiv(s: number, e: number, S: number, total: number): number;
+  /**
+   * The walks' loop over the segments [start, ends[j]) (bucketEnd: level -1, else splitEnds at that level), for
+   * j = j0 …, each added by gridSum / gridSumDiv while that holds: wasm/exp.ts, grid_walk, says exactly what it does.
+   * Returns that j; walkSum and walkStart are the running sum and the start of segment j.
+   */
+  walk(level: number, j0: number, m: number, s: number, stop: number, S: number, limit: number, total: number, divide: boolean): number;
+  readonly walkSum: number;
+  readonly walkStart: number;
   /**
    * Splits ids/vals[s, e) into m = min(SPLIT_MAX, (e - s) >> 3) sub-buckets by probability, highest first
    * (floor((hi - v) * m / (hi - lo)), clamped: equal values share one), with a stable counting sort; their end
@@ -310,6 +320,23 @@ class JsKernel implements SamplerKernel {
       vals[pos] = e[k]!;
     }
   }
+  walkSum = 0; walkStart = 0;
+  walk(level: number, j0: number, m: number, s: number, stop: number, S: number, limit: number, total: number, divide: boolean): number {
+    const ends = level < 0 ? this.bucketEnd : this.splitEnds;
+    const o = level < 0 ? 0 : level * SPLIT_MAX;
+    let j = j0;
+    for (; j < m && s < stop; j++) {
+      const e = Math.min(ends[o + j]!, stop);
+      if (e === s) continue;
+      if (!(S > 0)) break;
+      const end = divide ? this.gridSumDiv(s, e, S, total) : this.gridSum(s, e, S);
+      if (!(end >= 0 && (divide ? !(limit < end) : end < limit))) break;
+      S = end;
+      s = e;
+    }
+    this.walkSum = S; this.walkStart = s;
+    return j;
+  }
   gridSum(s: number, e: number, S: number): number {
     const vals = this.vals;
     const P = binadeOf(S);
@@ -370,17 +397,12 @@ class WasmKernel implements SamplerKernel {
   eMin = Infinity;
   private buffer: ArrayBuffer | null = null;
   private views!: { x: Float64Array; candIds: Int32Array; ids: Int32Array; vals: Float64Array; bucketEnd: Int32Array; splitEnds: Int32Array };
-  private readonly xp: number;
-  private readonly candp: number;
-  private readonly idsp: number;
-  private readonly valsp: number;
-  private readonly endp: number;
-  private readonly splitp: number;
-  private readonly tmpIdsp: number;
-  private readonly tmpValsp: number;
-  /** The candidates' buckets (one byte each) and the four histograms that count them (wasm/exp.ts, candidates). */
-  private readonly bkp: number;
-  private readonly histp: number;
+  // The arrays' addresses in the module's memory; bkp/histp: the candidates' buckets (one byte each) and the four
+  // histograms that count them (wasm/exp.ts, candidates).
+  private readonly xp: number; private readonly candp: number; private readonly idsp: number;
+  private readonly valsp: number; private readonly endp: number; private readonly splitp: number;
+  private readonly tmpIdsp: number; private readonly tmpValsp: number;
+  private readonly bkp: number; private readonly histp: number;
   constructor(private readonly w: ExpExports, readonly kind: ExpKind, readonly V: number) {
     const align = (p: number) => (p + 63) & ~63;
     const n = Math.max(V, 1);
@@ -446,6 +468,14 @@ class WasmKernel implements SamplerKernel {
   }
   gridSumDiv(s: number, e: number, S: number, total: number): number {
     return this.w.grid_sum_div(this.valsp, s, e, S, total);
+  }
+  walkSum = 0; walkStart = 0;
+  walk(level: number, j0: number, m: number, s: number, stop: number, S: number, limit: number, total: number, divide: boolean): number {
+    const endsp = level < 0 ? this.endp : this.splitp + 4 * SPLIT_MAX * level;
+    const j = this.w.grid_walk(this.valsp, endsp, j0, m, s, stop, S, limit, total, divide ? 1 : 0);
+    this.walkSum = this.w.walk_sum();
+    this.walkStart = this.w.walk_start();
+    return j;
   }
   split(s: number, e: number, level: number): number {
     return this.w.split(this.idsp, this.valsp, s, e, this.splitp + 4 * SPLIT_MAX * level, this.tmpIdsp, this.tmpValsp);

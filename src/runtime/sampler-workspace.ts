@@ -156,18 +156,23 @@ export class Workspace {
    * top-p: the number of candidates kept — up to the first position (in sorted order) where the cumulative sum
    * reaches topP, plus the ties with the probability there (`probs[probs < cutoff] = 0` keeps them); all n when
    * the sum never reaches topP (rounding, or topP = Infinity) — with the cumulative sum over them, in sorted order,
-   * in `this.total`. Sorts only where the order matters (see the section comment and `nucleusSegment`).
+   * in `this.total`. Sorts only where the order matters (see the section comment and `segment`).
    */
   nucleus(topP: number): number {
-    const bucketEnd = this.kernel.bucketEnd;
+    const kernel = this.kernel;
+    const bucketEnd = kernel.bucketEnd;
     const B = this.buckets;
     this.S = 0;
     this.limit = topP;
     let s = 0;
-    for (let b = 0; b < B; b++) {
+    for (let b = 0; ; b++) {
+      // the buckets that their grid sums add, in one call; then the one where that does not hold, if any
+      b = kernel.walk(-1, b, B, s, this.n, this.S, topP, 1, false);
+      this.S = kernel.walkSum;
+      s = kernel.walkStart;
+      if (b >= B || s >= this.n) break;
       const e = bucketEnd[b]!;
-      if (e === s) continue;
-      const k = this.nucleusSegment(s, e, 0);
+      const k = this.segment(s, e, 0, false, 1, true);
       if (k >= 0) {
         // the sum reached topP at position k, in a sorted leaf segment: keep the ties with vals[k] too (equal
         // probabilities share a bucket and every sub-bucket of it, so they follow k in that leaf)
@@ -195,18 +200,13 @@ export class Workspace {
    * segment then sorted up to it), or -1 with the whole segment added. When the grid argument holds for the whole
    * segment, it is added without being sorted; else it is split by probability (a stable counting sort into ≈ 8
    * per sub-bucket) and the sub-segments are walked in turn, and small segments are sorted and added one by one.
+   * That is the top-p walk (adds vals[k], stops where the sum reaches this.limit) and, with `draw`, the draw's
+   * (adds vals[k] / total, stops at the first position where this.limit < the sum). `gridTried`: the caller's
+   * kernel.walk has found already that the grid sum does not add the whole segment.
    */
-  private nucleusSegment(s: number, e: number, depth: number): number {
-    return this.segment(s, e, depth, false, 1);
-  }
-
-  /**
-   * The walk of nucleusSegment (adds vals[k], stops where the sum reaches this.limit) and, with `draw`, of the draw
-   * (adds vals[k] / total, stops at the first position where this.limit < the sum).
-   */
-  private segment(s: number, e: number, depth: number, draw: boolean, total: number): number {
+  private segment(s: number, e: number, depth: number, draw: boolean, total: number, gridTried: boolean): number {
     const kernel = this.kernel;
-    if (this.S > 0) {
+    if (!gridTried && this.S > 0) {
       const end = draw ? kernel.gridSumDiv(s, e, this.S, total) : kernel.gridSum(s, e, this.S);
       if (end >= 0 && (draw ? !(this.limit < end) : end < this.limit)) {
         this.S = end;
@@ -218,15 +218,17 @@ export class Workspace {
       if (m > 0) {
         const ends = kernel.splitEnds;
         let t = s;
-        for (let j = 0; j < m; j++) {
+        for (let j = 0; ; j++) {
+          // the sub-buckets that their grid sums add (one call), then the next one, split or sorted
+          j = kernel.walk(depth, j, m, t, e, this.S, this.limit, total, draw);
+          this.S = kernel.walkSum;
+          t = kernel.walkStart;
+          if (j >= m || t >= e) return -1;
           const u = ends[depth * SPLIT_MAX + j]!;
-          if (u > t) {
-            const k = this.segment(t, u, depth + 1, draw, total);
-            if (k >= 0) return k;
-          }
+          const k = this.segment(t, u, depth + 1, draw, total, true);
+          if (k >= 0) return k;
           t = u;
         }
-        return -1;
       }
     }
     this.sortSegment(s, e, 0);
@@ -250,16 +252,21 @@ export class Workspace {
    * vals[j] / total exceeds u, else the last one. The same walk as `nucleus`, for that sum (`segment` with `total`).
    */
   drawPosition(kept: number, total: number, u: number): number {
-    const bucketEnd = this.kernel.bucketEnd;
+    const kernel = this.kernel;
+    const bucketEnd = kernel.bucketEnd;
     this.S = 0;
     this.limit = u;
     let s = 0;
     let b = 0;
-    for (; s < kept; b++) {
+    for (; ; b++) {
+      // as in nucleus: the buckets that their grid sums add, in one call, then the next one
+      b = kernel.walk(-1, b, this.buckets, s, kept, this.S, u, total, true);
+      this.S = kernel.walkSum;
+      s = kernel.walkStart;
+      if (s >= kept || b >= this.buckets) break; // b: one past the last bucket visited
       const be = bucketEnd[b]!;
       const e = be < kept ? be : kept;
-      if (e === s) continue;
-      const k = this.segment(s, e, 0, true, total);
+      const k = this.segment(s, e, 0, true, total, true);
       if (k >= 0) return k;
       s = e;
     }
