@@ -173,6 +173,47 @@ test('the loops in wasm and in JS agree on the exponentials, candidates, scatter
   }
 });
 
+test('the wasm and the JS loops agree on candidates, scatter and the bucket walks, for flat, mixed and peaked inputs', () => {
+  for (const V of [7, 301, 65536]) {
+    for (const shape of ['flat', 'mixed', 'peaked'] as const) {
+      // flat: every token a candidate (the groups of eight that pass whole); mixed: a fifth of them at random;
+      // peaked: one dominant token and a tail below eps
+      const e = Float64Array.from({ length: V }, () => {
+        const r = rng.next();
+        return shape === 'flat' ? Math.exp(r - 1) : shape === 'mixed' ? (rng.next() < 0.2 ? Math.exp(-3 * r) : 1e-9 * r) : 1e-12 * r;
+      });
+      e[Math.floor(rng.next() * V)] = 1;
+      let sum = 0;
+      for (const v of e) sum += v;
+      const eps = 0.15 / V;
+      const hMax = highWordOf(1 / sum);
+      const range = hMax - highWordOf(eps);
+      let shift = 0;
+      while ((range >>> shift) + 1 > 256) shift++;
+      const B = (range >>> shift) + 1;
+      const kernels: Array<[ExpKind, LoopKind]> = [['wasm', 'wasm'], ['math', 'wasm'], ['math', 'js'], ['js', 'js']];
+      const out = kernels.map(([kind, loops]) => {
+        const k = samplerKernel(V, kind, loops);
+        k.e.set(e);
+        const n = k.candidates(sum, eps, eps * sum * (1 - 2 ** -20), hMax, shift, B);
+        const counts = Array.from(k.bucketEnd.subarray(0, B));
+        const cand = Array.from(k.candIds.subarray(0, n)), q = Array.from(k.e.subarray(0, n));
+        k.scatter(n, hMax, shift, B);
+        const walks: number[] = [];
+        for (const [S, limit, total, divide] of [[1e-3, 0.5, 1, false], [0.3, Infinity, 1, false], [1e-4, 0.9, 0.85, true], [0, 1, 1, false]] as const) {
+          for (const stop of [n, n >> 1]) walks.push(k.walk(-1, 0, B, 0, stop, S, limit, total, divide), k.walkSum, k.walkStart);
+        }
+        if (n > 60) {
+          const m = k.split(0, n, 1);
+          walks.push(m, k.walk(1, 0, m, 0, n, 1e-3, 0.7, 1, false), k.walkSum, k.walkStart);
+        }
+        return { n, counts, cand, q, ends: Array.from(k.bucketEnd.subarray(0, B)), ids: Array.from(k.ids.subarray(0, n)), vals: Array.from(k.vals.subarray(0, n)), walks };
+      });
+      for (let i = 1; i < out.length; i++) assert.deepStrictEqual(out[i], out[0], `V ${V} ${shape}: ${kernels[i]!.join('/')}`);
+    }
+  }
+});
+
 test('the embedded module is the build of wasm/exp.ts (npm run build:wasm regenerates src/runtime/exp-wasm.ts)', async () => {
   const build = await import(new URL('../wasm/build-exp.mjs', import.meta.url).href);
   const bytes: Uint8Array = await build.compileExpKernel();
