@@ -193,6 +193,15 @@ export function last_emin(): f64 {
 // ---- the sampler's loops (see src/runtime/sampler-workspace.ts, class Workspace) ------------------------------
 
 /**
+ * The last `candidates` left cand[0, implicitIds) unwritten: those candidates are tokens 0, 1, … (the host fills
+ * them in where it reads cand itself, see fast-exp.ts, WasmKernel.candIds).
+ */
+let implicitIds: i32 = 0;
+export function implicit_ids(): i32 {
+  return implicitIds;
+}
+
+/**
  * Candidates in id order: q = e[i] / sum with q > 0 and q ≥ eps. Their ids go to cand[0, n), their q to e[0, n)
  * (compacted in place: n ≤ i), their buckets min((hMax - highword(q)) >> shift, B - 1) to the bytes bk[0, n)
  * (B ≤ 256), and ends[b] = the number in bucket b. Returns n. (`lim` is not needed here.)
@@ -235,6 +244,7 @@ export function candidates(ep: usize, V: i32, sum: f64, eps: f64, lim: f64, cand
   const IOTA = i32x4(0, 1, 2, 3), FOUR = i32x4.splat(4);
   let n = 0;
   let i = 0;
+  let implicit = 0;
   for (; i + 8 <= V; i += 8) {
     const p = ep + (<usize>i << 3);
     const q0 = f64x2.div(v128.load(p), S2), q1 = f64x2.div(v128.load(p, 16), S2);
@@ -250,10 +260,16 @@ export function candidates(ep: usize, V: i32, sum: f64, eps: f64, lim: f64, cand
       v128.store(o, q1, 16);
       v128.store(o, q2, 32);
       v128.store(o, q3, 48);
-      const c = candp + (<usize>n << 2);
-      const iv = i32x4.add(i32x4.splat(i), IOTA);
-      v128.store(c, iv);
-      v128.store(c, i32x4.add(iv, FOUR), 16);
+      if (n == i) {
+        // every candidate so far is its own index (all of them passed): their ids are left implicit (see
+        // implicitIds), which saves a quarter of this pass's writes and of the scatter's reads in the flat case
+        implicit = n + 8;
+      } else {
+        const c = candp + (<usize>n << 2);
+        const iv = i32x4.add(i32x4.splat(i), IOTA);
+        v128.store(c, iv);
+        v128.store(c, i32x4.add(iv, FOUR), 16);
+      }
       const b0 = bucketsOf(q0, HM, BM, shift), b1 = bucketsOf(q1, HM, BM, shift);
       const b2 = bucketsOf(q2, HM, BM, shift), b3 = bucketsOf(q3, HM, BM, shift);
       const lo = i8x16.shuffle(b0, b1, 0, 8, 16, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
@@ -280,6 +296,7 @@ export function candidates(ep: usize, V: i32, sum: f64, eps: f64, lim: f64, cand
       n++;
     }
   }
+  implicitIds = implicit;
   // the counts: four histograms of B entries at histp
   const Bb = <usize>B << 2;
   memory.fill(histp, 0, Bb << 2);
@@ -319,24 +336,31 @@ export function scatter(ep: usize, candp: usize, n: i32, B: i32, endp: usize, id
     store<i32>(p, acc);
     acc += c;
   }
-  let k = 0;
-  for (; k + 2 <= n; k += 2) {
+  scatterRange(ep, candp, 0, implicitIds, endp, idsp, valsp, bkp, true);
+  scatterRange(ep, candp, implicitIds, n, endp, idsp, valsp, bkp, false);
+}
+
+/** scatter's loop over candidates k0 … k1 - 1; `implicit`: their ids are k (not in cand). */
+// @ts-ignore: decorator
+@inline function scatterRange(ep: usize, candp: usize, k0: i32, k1: i32, endp: usize, idsp: usize, valsp: usize, bkp: usize, implicit: bool): void {
+  let k = k0;
+  for (; k + 2 <= k1; k += 2) {
     const b0 = <usize>load<u8>(bkp + <usize>k), b1 = <usize>load<u8>(bkp + <usize>k, 1);
     const p0 = endp + (b0 << 2), p1 = endp + (b1 << 2);
     const pos0 = load<i32>(p0);
     const pos1 = load<i32>(p1) + <i32>(b0 == b1);
     store<i32>(p0, pos0 + 1);
     store<i32>(p1, pos1 + 1); // b0 == b1: overwrites the store above with pos0 + 2
-    store<i32>(idsp + (<usize>pos0 << 2), load<i32>(candp + (<usize>k << 2)));
+    store<i32>(idsp + (<usize>pos0 << 2), implicit ? k : load<i32>(candp + (<usize>k << 2)));
     store<f64>(valsp + (<usize>pos0 << 3), load<f64>(ep + (<usize>k << 3)));
-    store<i32>(idsp + (<usize>pos1 << 2), load<i32>(candp + (<usize>k << 2), 4));
+    store<i32>(idsp + (<usize>pos1 << 2), implicit ? k + 1 : load<i32>(candp + (<usize>k << 2), 4));
     store<f64>(valsp + (<usize>pos1 << 3), load<f64>(ep + (<usize>k << 3), 8));
   }
-  if (k < n) {
+  if (k < k1) {
     const p = endp + (<usize>load<u8>(bkp + <usize>k) << 2);
     const pos = load<i32>(p);
     store<i32>(p, pos + 1);
-    store<i32>(idsp + (<usize>pos << 2), load<i32>(candp + (<usize>k << 2)));
+    store<i32>(idsp + (<usize>pos << 2), implicit ? k : load<i32>(candp + (<usize>k << 2)));
     store<f64>(valsp + (<usize>pos << 3), load<f64>(ep + (<usize>k << 3)));
   }
 }

@@ -131,10 +131,9 @@ interface ExpExports {
   last_emin(): number;
   candidates(ep: number, V: number, sum: number, eps: number, lim: number, candp: number, hMax: number, shift: number, B: number, endp: number, bkp: number, histp: number): number;
   scatter(ep: number, candp: number, n: number, B: number, endp: number, idsp: number, valsp: number, bkp: number): void;
-  grid_sum(valsp: number, s: number, e: number, S: number): number;
-  grid_sum_div(valsp: number, s: number, e: number, S: number, total: number): number;
+  grid_sum(valsp: number, s: number, e: number, S: number): number; grid_sum_div(valsp: number, s: number, e: number, S: number, total: number): number;
   grid_walk(valsp: number, endsp: number, j0: number, m: number, s: number, stop: number, S: number, limit: number, total: number, divide: number): number;
-  walk_sum(): number; walk_start(): number;
+  walk_sum(): number; walk_start(): number; implicit_ids(): number;
   split(idsp: number, valsp: number, s: number, e: number, endsp: number, tmpIdsp: number, tmpValsp: number): number;
   heap_base(): number;
 }
@@ -208,8 +207,7 @@ export interface SamplerKernel {
    * Returns that j; walkSum and walkStart are the running sum and the start of segment j.
    */
   walk(level: number, j0: number, m: number, s: number, stop: number, S: number, limit: number, total: number, divide: boolean): number;
-  readonly walkSum: number;
-  readonly walkStart: number;
+  readonly walkSum: number; readonly walkStart: number;
   /**
    * Splits ids/vals[s, e) into m = min(SPLIT_MAX, (e - s) >> 3) sub-buckets by probability, highest first
    * (floor((hi - v) * m / (hi - lo)), clamped: equal values share one), with a stable counting sort; their end
@@ -404,19 +402,12 @@ class WasmKernel implements SamplerKernel {
   private readonly tmpIdsp: number; private readonly tmpValsp: number;
   private readonly bkp: number; private readonly histp: number;
   constructor(private readonly w: ExpExports, readonly kind: ExpKind, readonly V: number) {
-    const align = (p: number) => (p + 63) & ~63;
     const n = Math.max(V, 1);
-    this.xp = align(w.heap_base());
-    this.candp = align(this.xp + 8 * n);
-    this.idsp = align(this.candp + 4 * n);
-    this.valsp = align(this.idsp + 4 * n);
-    this.endp = align(this.valsp + 8 * n);
-    this.splitp = align(this.endp + 4 * KERNEL_MAX_BUCKETS);
-    this.tmpIdsp = align(this.splitp + 4 * SPLIT_MAX * SPLIT_LEVELS);
-    this.tmpValsp = align(this.tmpIdsp + 4 * n);
-    this.bkp = align(this.tmpValsp + 8 * n);
-    this.histp = align(this.bkp + n);
-    const need = this.histp + 4 * 4 * KERNEL_MAX_BUCKETS;
+    let need = w.heap_base();
+    const take = (bytes: number) => { const p = (need + 63) & ~63; need = p + bytes; return p; }; // 64-byte aligned
+    this.xp = take(8 * n); this.candp = take(4 * n); this.idsp = take(4 * n); this.valsp = take(8 * n);
+    this.endp = take(4 * KERNEL_MAX_BUCKETS); this.splitp = take(4 * SPLIT_MAX * SPLIT_LEVELS);
+    this.tmpIdsp = take(4 * n); this.tmpValsp = take(8 * n); this.bkp = take(n); this.histp = take(16 * KERNEL_MAX_BUCKETS);
     const have = w.memory.buffer.byteLength;
     if (need > have) w.memory.grow(Math.ceil((need - have) / 65536));
   }
@@ -437,7 +428,13 @@ class WasmKernel implements SamplerKernel {
   }
   get x(): Float64Array { return this.v().x; }
   get e(): Float64Array { return this.v().x; }
-  get candIds(): Int32Array { return this.v().candIds; }
+  /** The first `implicitIds` candidates of the last candidates() are tokens 0, 1, …, not written (wasm/exp.ts). */
+  private implicitIds = 0;
+  get candIds(): Int32Array {
+    const c = this.v().candIds;
+    for (; this.implicitIds > 0; this.implicitIds--) c[this.implicitIds - 1] = this.implicitIds - 1;
+    return c;
+  }
   get ids(): Int32Array { return this.v().ids; }
   get vals(): Float64Array { return this.v().vals; }
   get bucketEnd(): Int32Array { return this.v().bucketEnd; }
@@ -458,7 +455,9 @@ class WasmKernel implements SamplerKernel {
     return sum;
   }
   candidates(sum: number, eps: number, lim: number, hMax: number, shift: number, B: number): number {
-    return this.w.candidates(this.xp, this.V, sum, eps, lim, this.candp, hMax, shift, B, this.endp, this.bkp, this.histp);
+    const n = this.w.candidates(this.xp, this.V, sum, eps, lim, this.candp, hMax, shift, B, this.endp, this.bkp, this.histp);
+    this.implicitIds = this.w.implicit_ids();
+    return n;
   }
   scatter(n: number, _hMax: number, _shift: number, B: number): void {
     this.w.scatter(this.xp, this.candp, n, B, this.endp, this.idsp, this.valsp, this.bkp);
