@@ -10,11 +10,12 @@ import { readFileSync } from 'node:fs';
 import { JsBackend } from '../src/backends/js/index.js';
 import { createWasmBackend } from '../src/backends/wasm/index.js';
 import { createBackend } from '../src/backends/index.js';
-import type { Activation, Backend, Buf, HostMatrix } from '../src/backends/kernels.js';
+import type { Backend, Buf, HostMatrix } from '../src/backends/kernels.js';
 import { roundActivationsQ8 } from '../src/backends/quant.js';
 import { bytesToFloat32, f16ToNumber, numberToBf16, numberToF16 } from '../src/formats/dtype.js';
 import { loadModel } from '../src/runtime/load.js';
 import { UserError } from '../src/errors.js';
+import { checkBlockMatmuls } from './helpers/block-matmul.js';
 
 const shared = fileURLToPath(new URL('../../shared/', import.meta.url));
 const Q4 = shared + 'fixtures/gguf/storyteller-L6-D192-q4_0';
@@ -48,12 +49,6 @@ function buf(b: Backend, data: Float32Array): Buf {
   return x;
 }
 
-function maxRel(a: Float32Array, b: Float32Array): number {
-  let m = 0, s = 0;
-  for (let i = 0; i < a.length; i++) { m = Math.max(m, Math.abs(a[i]! - b[i]!)); s = Math.max(s, Math.abs(b[i]!)); }
-  return m / Math.max(s, 1e-30);
-}
-
 // Same f32 inputs, so the same codes: the integer mat-vec (T ≤ 2) differs from js only by its f32 scale products and
 // sums (measured ≤ 1e-6), the mat-mat (rounded values in the f32 kernel) as the f32 kernel itself (≤ 7e-6).
 for (const simd of ['auto', 'plain'] as const) {
@@ -62,24 +57,10 @@ for (const simd of ['auto', 'plain'] as const) {
       const wb = await createWasmBackend({ dtype: 'q4', activations: 'q8', threads, simd });
       const jb = new JsBackend('q4', 'q8');
       try {
-        const cases: Array<[number, number, number, Activation, boolean]> = [
+        await checkBlockMatmuls(wb, jb, [
           [37, 128, 1, 'none', false], [5, 32, 2, 'tanh', false], [130, 200, 2, 'sigmoid', false], [256, 96, 1, 'relu2', false],
           [300, 768, 7, 'none', true], [257, 130, 64, 'tanh', false], [513, 1024, 1, 'none', true], [64, 3072, 2, 'none', false],
-        ];
-        for (const [rows, cols, T, act, acc] of cases) {
-          const m: HostMatrix = { name: 'blocks.0.ffn.key.weight', rows, cols, dtype: 'BF16', data: Uint16Array.from(randn(rows * cols), numberToBf16) };
-          const x = randn(T * cols);
-          for (let i = 0; i < x.length; i += 97) x[i]! *= 60; // outlier channels
-          const bias = randn(rows), init = randn(T * rows);
-          const run = async (b: Backend) => {
-            const W = b.matrix(m);
-            const o = buf(b, init);
-            b.matmul(o, buf(b, x), W, T, acc ? { accumulate: true } : { bias: buf(b, bias), act });
-            return b.read(o);
-          };
-          const e = maxRel(await run(wb), await run(jb));
-          assert.ok(e <= (T <= 2 ? 2e-6 : 1.5e-5), `${rows}x${cols} T=${T} ${act}${acc ? ' acc' : ''}: rel error ${e}`);
-        }
+        ], randn);
       } finally {
         await wb.dispose();
       }

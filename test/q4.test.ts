@@ -13,15 +13,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { JsBackend } from '../src/backends/js/index.js';
 import { createWasmBackend, type WasmBackend } from '../src/backends/wasm/index.js';
-import type { Activation, Backend, Buf, HostMatrix, Mat } from '../src/backends/kernels.js';
+import type { HostMatrix, Mat } from '../src/backends/kernels.js';
 import { BLOCK_BYTES, blocksPerRow, storageDType, type BlockDType } from '../src/backends/quant.js';
-import { f16ToNumber, numberToBf16 } from '../src/formats/dtype.js';
+import { f16ToNumber } from '../src/formats/dtype.js';
 import { openCheckpoint } from '../src/formats/index.js';
 import type { GgufTensorRef } from '../src/formats/gguf-rwkv7.js';
 import { configFromCheckpoint } from '../src/model/config.js';
 import { loadWeights } from '../src/model/weights.js';
 import { loadModel, defaultWeightDType } from '../src/runtime/load.js';
 import { verifyGolden } from '../src/runtime/verify.js';
+import { checkBlockMatmuls } from './helpers/block-matmul.js';
 import { convertToGguf } from '../src/cli/convert.js';
 
 const shared = fileURLToPath(new URL('../../shared/', import.meta.url));
@@ -33,18 +34,6 @@ let seed = 11;
 const rand = () => { seed = (seed * 1664525 + 1013904223) >>> 0; return seed / 4294967296; };
 const randn = (n: number, lo = -1, hi = 1) => Float32Array.from({ length: n }, () => lo + (hi - lo) * rand());
 
-function maxRel(a: Float32Array, b: Float32Array): number {
-  let m = 0, s = 0;
-  for (let i = 0; i < a.length; i++) { m = Math.max(m, Math.abs(a[i]! - b[i]!)); s = Math.max(s, Math.abs(b[i]!)); }
-  return m / Math.max(s, 1e-30);
-}
-
-function buf(b: Backend, data: Float32Array): Buf {
-  const x = b.buffer(data.length);
-  b.write(x, data);
-  return x;
-}
-
 // ---- kernels: wasm vs js, same blocks ----
 
 // Measured: mat-vec (T ≤ 2, x split into two int16 parts per block) ≤ 1e-6; mat-mat (exact f32 widening, then the f32
@@ -55,24 +44,10 @@ for (const dtype of ['q4', 'q8_0'] as const) {
       const wb = await createWasmBackend({ dtype, threads });
       try {
         // cols: whole groups of 4 blocks, padded ones (32, 96, 200, 130), outliers in x (RWKV's large channels)
-        const cases: Array<[number, number, number, Activation, boolean]> = [
+        await checkBlockMatmuls(wb, new JsBackend(dtype), [
           [37, 128, 1, 'none', false], [5, 32, 2, 'tanh', false], [130, 200, 2, 'sigmoid', false], [256, 96, 1, 'relu2', false],
           [300, 768, 7, 'none', true], [257, 130, 64, 'tanh', false], [64, 256, 33, 'sigmoid', false], [513, 1024, 1, 'none', true],
-        ];
-        for (const [rows, cols, T, act, acc] of cases) {
-          const m: HostMatrix = { name: 'blocks.0.att.key.weight', rows, cols, dtype: 'BF16', data: Uint16Array.from(randn(rows * cols), numberToBf16) };
-          const x = randn(T * cols);
-          for (let i = 0; i < x.length; i += 97) x[i]! *= 60; // outlier channels
-          const bias = randn(rows), init = randn(T * rows);
-          const run = async (b: Backend) => {
-            const W = b.matrix(m);
-            const o = buf(b, init);
-            b.matmul(o, buf(b, x), W, T, acc ? { accumulate: true } : { bias: buf(b, bias), act });
-            return b.read(o);
-          };
-          const e = maxRel(await run(wb), await run(new JsBackend(dtype)));
-          assert.ok(e <= (T <= 2 ? 2e-6 : 1.5e-5), `${rows}x${cols} T=${T} ${act}${acc ? ' acc' : ''}: rel error ${e}`);
-        }
+        ], randn);
       } finally {
         await wb.dispose();
       }
