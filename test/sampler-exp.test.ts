@@ -128,6 +128,15 @@ test('the self-check accepts the kernels here, picks wasm, and rejects an exp th
   }
 });
 
+/** At most 256 buckets by high word, from 1/sum's down to `low`'s, as the kernels' tests use them. */
+function bucketLayout(sum: number, low: number): { hMax: number; shift: number; B: number } {
+  const hMax = highWordOf(1 / sum);
+  const range = hMax - highWordOf(low);
+  let shift = 0;
+  while ((range >>> shift) + 1 > 256) shift++;
+  return { hMax, shift, B: (range >>> shift) + 1 };
+}
+
 test('the loops in wasm and in JS agree on the exponentials, candidates, scatter, grid sums and splits', () => {
   for (const V of [5, 300, 4096, 65536]) {
     for (let trial = 0; trial < 3; trial++) {
@@ -136,11 +145,7 @@ test('the loops in wasm and in JS agree on the exponentials, candidates, scatter
       let sum = 0;
       for (const v of e) sum += v;
       const eps = [0, 0.15 / V, 0.5 / V][trial]!;
-      const hMax = highWordOf(1 / sum);
-      const range = hMax - highWordOf(Math.max(eps, 1e-6 / sum));
-      let shift = 0;
-      while ((range >>> shift) + 1 > 256) shift++;
-      const B = (range >>> shift) + 1;
+      const { hMax, shift, B } = bucketLayout(sum, Math.max(eps, 1e-6 / sum));
       const kernels: Array<[ExpKind, LoopKind]> = [['wasm', 'wasm'], ['math', 'wasm'], ['math', 'js'], ['js', 'js']];
       const out = kernels.map(([kind, loops]) => {
         const k = samplerKernel(V, kind, loops);
@@ -186,11 +191,7 @@ test('the wasm and the JS loops agree on candidates, scatter and the bucket walk
       let sum = 0;
       for (const v of e) sum += v;
       const eps = 0.15 / V;
-      const hMax = highWordOf(1 / sum);
-      const range = hMax - highWordOf(eps);
-      let shift = 0;
-      while ((range >>> shift) + 1 > 256) shift++;
-      const B = (range >>> shift) + 1;
+      const { hMax, shift, B } = bucketLayout(sum, eps);
       const kernels: Array<[ExpKind, LoopKind]> = [['wasm', 'wasm'], ['math', 'wasm'], ['math', 'js'], ['js', 'js']];
       const out = kernels.map(([kind, loops]) => {
         const k = samplerKernel(V, kind, loops);
