@@ -39,13 +39,14 @@
     return;
   }
   if (bias) v += <f64>load<f32>(bias + f4(<usize>r));
-  if (act == 1) v = Math.tanh(v);
-  else if (act == 2) v = 1.0 / (1.0 + Math.exp(-v));
-  else if (act == 3) v = v > 0 ? v * v : 0;
+  if (act == 3) v = v > 0 ? v * v : 0;
   store<f32>(out, <f32>v);
 }
 
-/** Store one output value with bias / activation (act: 0 none, 1 tanh, 2 sigmoid, 3 relu²) or accumulate. */
+/**
+ * Store one output value with bias and activation (act: 0 none, 3 relu²), or accumulate. Tanh and sigmoid (1, 2) are
+ * not applied here: the host runs them after the product over its whole output (wasm/act.ts `activate`).
+ */
 @inline export function finish(out: usize, s: f32, bias: usize, r: i32, act: i32, acc: i32): void {
   if (acc) {
     store<f32>(out, load<f32>(out) + s);
@@ -53,9 +54,7 @@
   }
   let v: f64 = <f64>s;
   if (bias) v += <f64>load<f32>(bias + f4(<usize>r));
-  if (act == 1) v = Math.tanh(v);
-  else if (act == 2) v = 1.0 / (1.0 + Math.exp(-v));
-  else if (act == 3) v = v > 0 ? v * v : 0;
+  if (act == 3) v = v > 0 ? v * v : 0;
   store<f32>(out, <f32>v);
 }
 

@@ -299,8 +299,8 @@ export function pack_x2(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i32
  * The outputs of one row tile and token: the sums of a0..a3 (rows r..r+3) at o0. The four horizontal sums are taken
  * as one transpose-and-add, in `hsum`'s order ((l0 + l1) + (l2 + l3) per row). Where the finish is a plain f32
  * operation it is done on the vector: accumulate (f32 add), bias (f32(f64(s) + f64(b)) is the f32 sum: double
- * rounding through f64 is exact for addition), relu² without bias (s² is exact in f64); tanh and sigmoid, bias with
- * an activation, and a partial last tile go through `finish` lane by lane.
+ * rounding through f64 is exact for addition), relu² without bias (s² is exact in f64); relu² with a bias and a
+ * partial last tile go through `finish` lane by lane (tanh and sigmoid: after the product, wasm/act.ts).
  */
 @inline function finish4(o0: usize, a0: v128, a1: v128, a2: v128, a3: v128, bias: usize, r: i32, act: i32, acc: i32, rows: i32): void {
   const ab = f32x4.add(v128.shuffle<f32>(a0, a1, 0, 4, 2, 6), v128.shuffle<f32>(a0, a1, 1, 5, 3, 7));
