@@ -82,6 +82,9 @@ for (const threads of [1, 2]) {
           [37, 50, 1, 'none', false], [5, 3, 3, 'tanh', false], [130, 200, 2, 'sigmoid', false],
           [256, 96, 1, 'relu2', false], [300, 768, 7, 'none', true], [257, 130, 64, 'tanh', false], [64, 256, 33, 'sigmoid', false],
         ]);
+        // batched-decode sizes (T = 4..8 rows, the mat-mat kernel with few tokens): bias and relu², an odd row
+        // count, accumulate. Their own random stream, so the cases above keep their data.
+        await checkMatmuls(wb, dtype, [[37, 50, 4, 'relu2', false], [61, 100, 8, 'none', false], [44, 768, 6, 'none', true]], uniformStream(12));
       } finally {
         await wb.dispose();
       }
@@ -100,6 +103,29 @@ for (const threads of [1, 2]) {
       } finally {
         await wb.dispose();
       }
+    }
+  });
+
+  test(`wasm f16 mat-vec with x too large to take the weights' rescale matches js (${threads} thread(s))`, async () => {
+    // mv_f16x multiplies x by 2^(112 - shift) instead of every weight; from |x| ≥ 2^(16 + shift) that overflows, and
+    // the product falls back to rescaling the weights (wasm/xprep.ts scale_x). One value that large in each case.
+    const rnd = uniformStream(13);
+    const wb = await createWasmBackend({ dtype: 'f16', threads });
+    try {
+      for (const [rows, cols, T] of [[37, 50, 1], [130, 768, 2]] as const) {
+        const m = hostMatrix(rows, cols, 'F16', rnd);
+        const x = rnd(T * cols);
+        x[cols >> 1] = 3e9; // ×2^102 overflows f32
+        const [ref, got] = await both(wb, async (b) => {
+          const o = b.buffer(T * rows);
+          b.matmul(o, buf(b, x), b.matrix(m), T);
+          return b.read(o);
+        });
+        const e = maxRel(got, ref);
+        assert.ok(e <= MATMUL_TOL.f16, `f16 ${rows}x${cols} T=${T} with |x| = 3e9: rel error ${e}`);
+      }
+    } finally {
+      await wb.dispose();
     }
   });
 

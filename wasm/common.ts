@@ -77,10 +77,18 @@
 // 5 exponent bits and top 10 mantissa bits go, its sign at bit 31 (and copies of it in bits 30-28, masked off): the
 // multiply by `mul` then rebiases the exponent and keeps the sign (4 ops for the low halves, 3 for the high ones).
 @inline export function f16lo(v: v128, mul: v128): v128 {
-  return f32x4.mul(v128.and(i32x4.shr_s(i32x4.shl(v, 16), 3), i32x4.splat(0x8fffe000)), mul);
+  return f32x4.mul(f16loRaw(v), mul);
 }
 @inline export function f16hi(v: v128, mul: v128): v128 {
-  return f32x4.mul(v128.and(i32x4.shr_s(v, 3), i32x4.splat(0x8fffe000)), mul);
+  return f32x4.mul(f16hiRaw(v), mul);
+}
+// Without the rescale: the weight ×2^(shift − 112), exact. The f16 mat-vec multiplies x by `mul` instead, once per
+// value (kernels.ts scale_x): (w·2^(s−112))·(x·2^(112−s)) is the same real product, so the same f32 sums.
+@inline export function f16loRaw(v: v128): v128 {
+  return v128.and(i32x4.shr_s(i32x4.shl(v, 16), 3), i32x4.splat(0x8fffe000));
+}
+@inline export function f16hiRaw(v: v128): v128 {
+  return v128.and(i32x4.shr_s(v, 3), i32x4.splat(0x8fffe000));
 }
 
 /** Prefetch distance in bytes (≤ PREFETCH_PAD in src/backends/wasm/layout.ts); see the mat-vec notes in kernels.ts. */

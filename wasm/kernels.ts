@@ -25,13 +25,15 @@
 // T tokens instead of once per token.
 // ---------------------------------------------------------------------------------------------------------------
 
-import { madd, hsum, lo64, hi64, hsum64, f4, finish64, finish, bf16lo, bf16hi, f16mul, f16lo, f16hi, PF, ahead, aheadV } from './common';
+import { madd, hsum, lo64, hi64, hsum64, f4, finish64, finish, bf16lo, bf16hi, f16mul, f16lo, f16hi, f16loRaw, f16hiRaw, PF, ahead, aheadV } from './common';
 import { widenBlocks } from './blocks';
 
 export { mv_q4, mv_q8, quant_x32, mv_q4a8, quant_x8, round_x8 } from './blocks';
 export { bw_read } from './probe';
 export { activate, decay } from './act';
 export { quant_i8_bf16 } from './load';
+export { quant_x, pad_rows, scale_x } from './xprep';
+import { pad_rows } from './xprep';
 
 // ---------------------------------------------------------------------------------------------------------------
 // mat-vec kernels: rows [lo, hi) of out[t, r] = act(W[r] · x[t] + bias[r]) for t < T (weights re-read per token)
@@ -77,8 +79,15 @@ export function prefetch_distance(): i32 {
   return pf;
 }
 
-/** bf16 (and, with `f16`, f16) pass over rows ra and rb, as pairF32. */
-@inline function pair16(out: usize, xt: usize, W: usize, K: i32, ra: i32, rb: i32, both: bool, bias: usize, act: i32, acc: i32, f16: bool, mul: v128): u32 {
+/** Columns k..k+3 (`lo`) or k+4..k+7 of a pair-interleaved 16-bit vector: kind 0 bf16, 1 f16 (×mul), 2 f16 raw (x prescaled). */
+@inline function w16(u: v128, lo: bool, kind: i32, mul: v128): v128 {
+  if (kind == 0) return lo ? bf16lo(u) : bf16hi(u);
+  if (kind == 1) return lo ? f16lo(u, mul) : f16hi(u, mul);
+  return lo ? f16loRaw(u) : f16hiRaw(u);
+}
+
+/** 16-bit pass over rows ra and rb (weights as `w16` kind), as pairF32. */
+@inline function pair16(out: usize, xt: usize, W: usize, K: i32, ra: i32, rb: i32, both: bool, bias: usize, act: i32, acc: i32, kind: i32, mul: v128): u32 {
   // one pointer per stream, advanced once per step (the loads take constant offsets)
   let pa = W + ((<usize>ra * <usize>K) << 1), pb = W + ((<usize>rb * <usize>K) << 1), xp = xt;
   const end = pa + (<usize>K << 1);
@@ -87,13 +96,13 @@ export function prefetch_distance(): i32 {
   for (; pa < end; pa += 32) {
     pf = ahead(pf, pa, pb);
     let u = v128.load(pa), v = v128.load(pb), xv = v128.load(xp);
-    a0 = madd(f16 ? f16lo(u, mul) : bf16lo(u), xv, a0); b0 = madd(f16 ? f16lo(v, mul) : bf16lo(v), xv, b0);
+    a0 = madd(w16(u, true, kind, mul), xv, a0); b0 = madd(w16(v, true, kind, mul), xv, b0);
     xv = v128.load(xp, 16);
-    a1 = madd(f16 ? f16hi(u, mul) : bf16hi(u), xv, a1); b1 = madd(f16 ? f16hi(v, mul) : bf16hi(v), xv, b1);
+    a1 = madd(w16(u, false, kind, mul), xv, a1); b1 = madd(w16(v, false, kind, mul), xv, b1);
     u = v128.load(pa, 16); v = v128.load(pb, 16); xv = v128.load(xp, 32);
-    a2 = madd(f16 ? f16lo(u, mul) : bf16lo(u), xv, a2); b2 = madd(f16 ? f16lo(v, mul) : bf16lo(v), xv, b2);
+    a2 = madd(w16(u, true, kind, mul), xv, a2); b2 = madd(w16(v, true, kind, mul), xv, b2);
     xv = v128.load(xp, 48);
-    a3 = madd(f16 ? f16hi(u, mul) : bf16hi(u), xv, a3); b3 = madd(f16 ? f16hi(v, mul) : bf16hi(v), xv, b3);
+    a3 = madd(w16(u, false, kind, mul), xv, a3); b3 = madd(w16(v, false, kind, mul), xv, b3);
     pb += 32; xp += 64;
   }
   finish(out + f4(<usize>ra), hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3))), bias, ra, act, acc);
@@ -115,7 +124,8 @@ export function mv_f32(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32,
   sink |= pf;
 }
 
-export function mv_bf16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32): void {
+/** 16-bit mat-vec over rows [lo, hi) of every token, weights as `w16` kind. */
+@inline function mv16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, kind: i32, mul: v128): void {
   if (hi > rows) hi = rows;
   const h = (hi - lo + 1) >> 1;
   let pf: u32 = 0;
@@ -123,26 +133,24 @@ export function mv_bf16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32
     const xt = x + f4(<usize>(t * xs)), ot = out + f4(<usize>(t * os));
     for (let i = 0; i < h; i++) {
       const rb = lo + h + i;
-      pf |= pair16(ot, xt, W, K, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, false, f16mul(0));
+      pf |= pair16(ot, xt, W, K, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, kind, mul);
     }
   }
   sink |= pf;
 }
 
+export function mv_bf16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32): void {
+  mv16(lo, hi, out, x, W, K, T, xs, os, bias, act, acc, rows, 0, f16mul(0));
+}
+
 /** f16 mat-vec; W holds the weights ×2^shift. */
 export function mv_f16(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32, shift: i32): void {
-  const mul = f16mul(shift);
-  if (hi > rows) hi = rows;
-  const h = (hi - lo + 1) >> 1;
-  let pf: u32 = 0;
-  for (let t = 0; t < T; t++) {
-    const xt = x + f4(<usize>(t * xs)), ot = out + f4(<usize>(t * os));
-    for (let i = 0; i < h; i++) {
-      const rb = lo + h + i;
-      pf |= pair16(ot, xt, W, K, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc, true, mul);
-    }
-  }
-  sink |= pf;
+  mv16(lo, hi, out, x, W, K, T, xs, os, bias, act, acc, rows, 1, f16mul(shift));
+}
+
+/** mv_f16 on x multiplied by f16mul(shift) (scale_x): the weights are used unscaled (a separate export: binaryen merges both variants of one function into a loop that branches per vector). */
+export function mv_f16x(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: i32, xs: i32, os: i32, bias: usize, act: i32, acc: i32, rows: i32): void {
+  mv16(lo, hi, out, x, W, K, T, xs, os, bias, act, acc, rows, 2, f16mul(0));
 }
 
 /** Dot of one int8 row group (64 weights at wp) with 64 int16 x values (at xp), as i32x4 partial sums. */
@@ -193,30 +201,6 @@ export function mv_i8(lo: i32, hi: i32, out: usize, xq: usize, W: usize, K: i32,
     }
   }
   sink |= pf;
-}
-
-/** Quantize T rows of x (stride xs, `cols` values) to int16 [T, K] with one scale per row (max|x| → 32767). */
-export function quant_x(xq: usize, xsc: usize, x: usize, T: i32, xs: i32, cols: i32, K: i32): void {
-  for (let t = 0; t < T; t++) {
-    const xt = x + f4(<usize>(t * xs));
-    const qt = xq + ((<usize>t * <usize>K) << 1);
-    let m: f32 = 0;
-    for (let c = 0; c < cols; c++) m = max(m, abs(load<f32>(xt + f4(<usize>c))));
-    const scale: f32 = m > 0 ? m / 32767 : 1;
-    const inv: f32 = 1 / scale;
-    for (let c = 0; c < cols; c++) store<i16>(qt + (<usize>c << 1), <i16>(<i32>nearest<f32>(load<f32>(xt + f4(<usize>c)) * inv)));
-    for (let c = cols; c < K; c++) store<i16>(qt + (<usize>c << 1), 0);
-    store<f32>(xsc + f4(<usize>t), scale);
-  }
-}
-
-/** Copy T rows of `cols` values (stride xs) into rows of K values with zero padding. */
-export function pad_rows(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i32): void {
-  for (let t = 0; t < T; t++) {
-    const d = dst + f4(<usize>t * <usize>K);
-    memory.copy(d, x + f4(<usize>(t * xs)), f4(<usize>cols));
-    memory.fill(d + f4(<usize>cols), 0, f4(<usize>(K - cols)));
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
