@@ -83,7 +83,7 @@
   return f32x4.mul(f16hiRaw(v), mul);
 }
 // Without the rescale: the weight ×2^(shift − 112), exact. The f16 mat-vec multiplies x by `mul` instead, once per
-// value (kernels.ts scale_x): (w·2^(s−112))·(x·2^(112−s)) is the same real product, so the same f32 sums.
+// value (xprep.ts scale_x, for kernels.ts mv_f16x): (w·2^(s−112))·(x·2^(112−s)) is the same real product, so the same f32 sums.
 @inline export function f16loRaw(v: v128): v128 {
   return v128.and(i32x4.shr_s(i32x4.shl(v, 16), 3), i32x4.splat(0x8fffe000));
 }

@@ -18,12 +18,15 @@ export function quant_x(xq: usize, xsc: usize, x: usize, T: i32, xs: i32, cols: 
   }
 }
 
+/** The largest finite f32. */
+const FMAX: f32 = reinterpret<f32>(0x7f7fffff);
+
 /**
- * pad_rows with every value multiplied by f16mul(shift) (exact: a power of two), for mv_f16's `pre`. Returns 0 if a
- * finite value overflowed (|x| ≥ 2^(16 + shift)): the caller then multiplies the weights instead.
+ * pad_rows with every value multiplied by f16mul(shift) (exact: a power of two), for mv_f16x. Returns 0 if a finite
+ * value overflowed (|x| ≥ 2^(16 + shift)): the caller then runs mv_f16, which rescales the weights instead.
  */
 export function scale_x(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i32, shift: i32): i32 {
-  const mul = f16mul(shift), lim = f32x4.splat(reinterpret<f32>(0x7f7fffff)), c4 = cols & ~3;
+  const mul = f16mul(shift), lim = f32x4.splat(FMAX), c4 = cols & ~3;
   let bad = i32x4.splat(0);
   for (let t = 0; t < T; t++) {
     const d = dst + f4(<usize>t * <usize>K), s = x + f4(<usize>(t * xs));
@@ -35,7 +38,7 @@ export function scale_x(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i32
     }
     for (; c < cols; c++) {
       const v = load<f32>(s + f4(<usize>c)), y = v * f32x4.extract_lane(mul, 0);
-      if (abs(y) > <f32>3.4028234663852886e38 && !(abs(v) > <f32>3.4028234663852886e38)) bad = i32x4.splat(-1);
+      if (abs(y) > FMAX && !(abs(v) > FMAX)) bad = i32x4.splat(-1);
       store<f32>(d + f4(<usize>c), y);
     }
     memory.fill(d + f4(<usize>cols), 0, f4(<usize>(K - cols)));

@@ -88,7 +88,7 @@ interface Kernels {
 const PAR_OPS = ['mv_f32', 'mv_bf16', 'mv_f16', 'mv_i8', 'mm', 'wkv', 'mmp', 'mv_q4', 'mv_q8', 'bw_read',
   'layer_norm', 'shift_lerp', 'decay', 'key_prep', 'bonus_gate', 'mv_q4a8', 'activate', 'mv_f16x'] as const;
 const OP_MV = [0, 1, 2, 3, 7, 8]; // by DTYPE_CODE
-const OP_MV_F16X = 17, OP_MM = 4, OP_WKV = 5, OP_MMP = 6, OP_BW = 9, OP_LN = 10, OP_SHIFT = 11, OP_DECAY = 12, OP_KEY = 13, OP_BONUS = 14, OP_MV_Q4A8 = 15, OP_ACT = 16;
+const OP_MM = 4, OP_WKV = 5, OP_MMP = 6, OP_BW = 9, OP_LN = 10, OP_SHIFT = 11, OP_DECAY = 12, OP_KEY = 13, OP_BONUS = 14, OP_MV_Q4A8 = 15, OP_ACT = 16, OP_MV_F16X = 17;
 /** Element-wise ops over at least this many values are split between the threads (by rows; decay by channels). */
 const PAR_MIN_ELEMS = 1 << 14;
 /** Matrices multiplied with blocked f64 accumulation in prefill (their errors are amplified by the state). */
