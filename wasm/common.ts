@@ -58,6 +58,23 @@
   store<f32>(out, <f32>v);
 }
 
+/**
+ * Store the sums of rows r..r+3 (lanes of s) at o0 as `finish` would, on the vector where the operation allows:
+ * accumulate (f32 add), bias (f32(f64(s) + f64(b)) is the f32 sum: double rounding through f64 is exact for
+ * addition), relu² without bias (s² is exact in f64); relu² with a bias, and rows past `rows`, lane by lane.
+ */
+@inline export function store4(o0: usize, s: v128, bias: usize, r: i32, act: i32, acc: i32, rows: i32): void {
+  if (r + 3 < rows) {
+    if (acc) { v128.store(o0, f32x4.add(v128.load(o0), s)); return; }
+    if (act == 0) { v128.store(o0, bias ? f32x4.add(s, v128.load(bias + f4(<usize>r))) : s); return; }
+    if (act == 3 && !bias) { v128.store(o0, v128.and(f32x4.mul(s, s), f32x4.gt(s, f32x4.splat(0)))); return; }
+  }
+  finish(o0, f32x4.extract_lane(s, 0), bias, r, act, acc);
+  if (r + 1 < rows) finish(o0 + 4, f32x4.extract_lane(s, 1), bias, r + 1, act, acc);
+  if (r + 2 < rows) finish(o0 + 8, f32x4.extract_lane(s, 2), bias, r + 2, act, acc);
+  if (r + 3 < rows) finish(o0 + 12, f32x4.extract_lane(s, 3), bias, r + 3, act, acc);
+}
+
 // bf16 pair-interleaved lanes → f32 (see layout above)
 @inline export function bf16lo(v: v128): v128 {
   return i32x4.shl(v, 16);

@@ -25,10 +25,12 @@
 // T tokens instead of once per token.
 // ---------------------------------------------------------------------------------------------------------------
 
-import { madd, hsum, lo64, hi64, hsum64, f4, finish64, finish, bf16lo, bf16hi, f16mul, f16lo, f16hi, f16loRaw, f16hiRaw, PF, ahead, aheadV } from './common';
+import { madd, hsum, lo64, hi64, hsum64, f4, finish64, finish, bf16lo, bf16hi, f16mul, f16lo, f16hi, f16loRaw, f16hiRaw, PF, ahead, aheadV, store4 } from './common';
 import { widenBlocks } from './blocks';
 
-export { mv_q4, mv_q8, quant_x32, mv_q4a8, quant_x8, round_x8 } from './blocks';
+export { mv_q4, mv_q8, quant_x32 } from './blocks';
+export { mv_q4a8, quant_x8, round_x8 } from './q4a8';
+import { widenQ4x4 } from './q4a8';
 export { bw_read } from './probe';
 export { activate, decay } from './act';
 export { quant_i8_bf16 } from './load';
@@ -212,11 +214,15 @@ export function mv_i8(lo: i32, hi: i32, out: usize, xq: usize, W: usize, K: i32,
 }
 
 /**
- * Columns [k0, k1) of rows [r, r+4) of W (dtype 0 f32, 1 bf16, 2 f16 ×2^shift, 3 int8, 4 q4, 5 q8_0) as f32 into
+ * Columns [k0, k1) of rows [r, r+4) of W (dtype 0 f32, 1 bf16, 2 f16 ×2^shift, 3 int8, 4 q4, 5 q8_0, 6 q4x4) as f32 into
  * `dst`, interleaved: for each 4-column chunk, the 4 rows' vectors side by side (64 bytes), so `mm` walks one
  * pointer. k0 and k1 are multiples of 128 (or k1 = K).
  */
 @inline function widenTile(dst: usize, W: usize, K: i32, r: i32, k0: usize, k1: usize, dtype: i32, sc: usize, shift: i32): void {
+  if (dtype == 6) {
+    widenQ4x4(dst, W, K, r, k0, k1, sc, shift);
+    return;
+  }
   if (dtype >= 4) {
     widenBlocks(dst, W, K, r, k0, k1, dtype == 4, sc, shift);
     return;
@@ -281,24 +287,13 @@ export function pack_x2(dst: usize, x: usize, T: i32, xs: i32, cols: i32, K: i32
 
 /**
  * The outputs of one row tile and token: the sums of a0..a3 (rows r..r+3) at o0. The four horizontal sums are taken
- * as one transpose-and-add, in `hsum`'s order ((l0 + l1) + (l2 + l3) per row). Where the finish is a plain f32
- * operation it is done on the vector: accumulate (f32 add), bias (f32(f64(s) + f64(b)) is the f32 sum: double
- * rounding through f64 is exact for addition), relu² without bias (s² is exact in f64); relu² with a bias and a
- * partial last tile go through `finish` lane by lane (tanh and sigmoid: after the product, wasm/act.ts).
+ * as one transpose-and-add, in `hsum`'s order ((l0 + l1) + (l2 + l3) per row), then stored by common.ts `store4`
+ * (tanh and sigmoid: after the product, wasm/act.ts).
  */
 @inline function finish4(o0: usize, a0: v128, a1: v128, a2: v128, a3: v128, bias: usize, r: i32, act: i32, acc: i32, rows: i32): void {
   const ab = f32x4.add(v128.shuffle<f32>(a0, a1, 0, 4, 2, 6), v128.shuffle<f32>(a0, a1, 1, 5, 3, 7));
   const cd = f32x4.add(v128.shuffle<f32>(a2, a3, 0, 4, 2, 6), v128.shuffle<f32>(a2, a3, 1, 5, 3, 7));
-  const s = f32x4.add(v128.shuffle<f32>(ab, cd, 0, 1, 4, 5), v128.shuffle<f32>(ab, cd, 2, 3, 6, 7));
-  if (r + 3 < rows) {
-    if (acc) { v128.store(o0, f32x4.add(v128.load(o0), s)); return; }
-    if (act == 0) { v128.store(o0, bias ? f32x4.add(s, v128.load(bias + f4(<usize>r))) : s); return; }
-    if (act == 3 && !bias) { v128.store(o0, v128.and(f32x4.mul(s, s), f32x4.gt(s, f32x4.splat(0)))); return; }
-  }
-  finish(o0, f32x4.extract_lane(s, 0), bias, r, act, acc);
-  if (r + 1 < rows) finish(o0 + 4, f32x4.extract_lane(s, 1), bias, r + 1, act, acc);
-  if (r + 2 < rows) finish(o0 + 8, f32x4.extract_lane(s, 2), bias, r + 2, act, acc);
-  if (r + 3 < rows) finish(o0 + 12, f32x4.extract_lane(s, 3), bias, r + 3, act, acc);
+  store4(o0, f32x4.add(v128.shuffle<f32>(ab, cd, 0, 1, 4, 5), v128.shuffle<f32>(ab, cd, 2, 3, 6, 7)), bias, r, act, acc, rows);
 }
 
 /** Columns per K block of `mm`: a 4-row f32 tile block (16 KiB) and a token pair's block (8 KiB) stay in L1. */

@@ -151,7 +151,7 @@ export function blockCode(blocks: Uint8Array, dtype: BlockDType, b: number, j: n
  * backend holds), with m = max|x_b|: code c = round-half-to-even(x · f32(127 / m)) (0 when m = 0), scale
  * s = f16(m / 127), value s·c. This is llama.cpp's Q8_0 activation rounding (quantize_row_q8_0, its x86 SIMD form);
  * keeping s in f32 instead moved the storyteller's logprobs twice as far from llama.cpp's own (0.056 against 0.018,
- * mean |Δ| over the vocabulary). wasm/blocks.ts's quant_x8 computes the same codes and scales.
+ * mean |Δ| over the vocabulary). wasm/q4a8.ts's quant_x8 computes the same codes and scales.
  */
 export function roundActivationsQ8(x: ArrayLike<number>, xb: number, cols: number, out: Float64Array, ob: number): void {
   for (let c0 = 0; c0 < cols; c0 += QBLOCK) {

@@ -18,7 +18,7 @@ import { ThreadPool } from './pool.js';
 import { platform, type AssetName } from '../../platform/index.js';
 import { INT8_GROUP, QBLOCK, storageDType } from '../quant.js';
 import {
-  DTYPE_CODE, HEAP_BASE, LOAD_STAGE_BYTES, PREFETCH_PAD, WASM_MAX_BYTES, blockCodeBytes, layout16, layoutBlocks, layoutF32, layoutInt8, matrixBytes,
+  DTYPE_CODE, DTYPE_Q4X4, HEAP_BASE, LOAD_STAGE_BYTES, PREFETCH_PAD, WASM_MAX_BYTES, blockCodeBytes, layout16, layoutBlocks, layoutQ4x4, layoutF32, layoutInt8, matrixBytes,
   paddedCols, paddedRows, type WasmLoader,
 } from './layout.js';
 
@@ -74,7 +74,7 @@ interface Kernels {
   layer_norm: Function; shift_lerp: Function; decay: Function; key_prep: Function; bonus_gate: Function;
   quant_x(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
   quant_x32(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
-  quant_x8(xq: number, xsc: number, x: number, T: number, xs: number, cols: number, K: number): void;
+  quant_x8(xq: number, x: number, T: number, xs: number, cols: number, K: number, shift: number): void;
   round_x8(dst: number, x: number, T: number, xs: number, cols: number): void;
   prefetch_distance(): number;
   quant_i8_bf16(q: number, sc: number, src: number, rows: number, cols: number, K: number): number;
@@ -202,7 +202,7 @@ export class WasmBackend implements Backend {
     exports: WebAssembly.Exports,
     private readonly pool: ThreadPool,
     readonly maxChunk: number,
-    /** `q8`: the inputs of q4 products are rounded to 8 bits and multiplied in integers (wasm/blocks.ts mv_q4a8). */
+    /** `q8`: the inputs of q4 products are rounded to 8 bits and multiplied in integers (wasm/q4a8.ts mv_q4a8, on q4 stored in 4-row groups). */
     readonly activations: ActivationMode = 'full',
   ) {
     this.k = exports as unknown as Kernels;
@@ -305,6 +305,7 @@ export class WasmBackend implements Backend {
     const K = paddedCols(m.cols, dt), R = paddedRows(m.rows);
     if (dt === 'int8') this.loader ??= { kernels: this.k, memory: this.memory, stage: this.alloc(LOAD_STAGE_BYTES, 'load staging'), stageBytes: LOAD_STAGE_BYTES };
     const bytes = matrixBytes(m.rows, m.cols, dt);
+    const q4x4 = dt === 'q4' && this.activations === 'q8'; // 4-row groups for the 8-bit-activation kernels (wasm/q4a8.ts)
     const ptr = this.alloc(bytes, `matrix ${m.name} [${m.rows}, ${m.cols}] (${dt})`);
     const buf = this.memory.buffer;
     let sc = 0, f16Shift = 0;
@@ -318,13 +319,14 @@ export class WasmBackend implements Backend {
       case 'q4': case 'q8_0': {
         const cb = blockCodeBytes(m.rows, m.cols, dt);
         sc = ptr + cb;
-        f16Shift = layoutBlocks(m, dt, new Uint8Array(buf, ptr, cb), new Uint16Array(buf, sc, R * (K / QBLOCK)), K);
+        const codes = new Uint8Array(buf, ptr, cb), scales = new Uint16Array(buf, sc, R * (K / QBLOCK));
+        f16Shift = q4x4 ? layoutQ4x4(m, codes, scales, K) : layoutBlocks(m, dt, codes, scales, K);
         break;
       }
     }
     this.weightBytes += bytes;
     if (K > this.maxK) this.growScratch(K);
-    return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes, DTYPE_CODE[dt], BLOCKED.test(m.name), f16Shift);
+    return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes, q4x4 ? DTYPE_Q4X4 : DTYPE_CODE[dt], BLOCKED.test(m.name), f16Shift);
   }
 
   /** Per-op scratch: one 4×K f32 tile and mm's parked sums per thread, a padded copy of x, and int16 x with per-row (or per-block) scales. */
@@ -335,10 +337,11 @@ export class WasmBackend implements Backend {
     const tileStride = Math.max(4 * K * 4 + (this.maxChunk + 2) * 64, 5 * 256 * 8);
     const tileBytes = tileStride * this.threads;
     const xpadBytes = this.maxChunk * K * 4;
-    // int16 [T, K]; q4/q8_0: hi/lo [2, 2K]; activations q8: the rounded f32 x [T, K] of a mat-mat
-    const xqBytes = Math.ceil(this.maxChunk * K * 4 / 64) * 64;
-    // int8 per-row scales [T]; q4/q8_0: block scales [2, K/32]; q4 on 8-bit x: scales and offsets [2, 2·K/32]
-    const xscBytes = Math.ceil((Math.max(this.maxChunk, 4 * (K / QBLOCK)) * 4) / 64) * 64;
+    // int16 [T, K]; q4/q8_0: hi/lo [2, 2K]; activations q8: the rounded f32 x [T, K] of a mat-mat, or 2 tokens'
+    // blocks of 144 bytes per 32 columns (wasm/q4a8.ts quant_x8)
+    const xqBytes = Math.ceil(Math.max(this.maxChunk * K * 4, 2 * (K / QBLOCK) * 144) / 64) * 64;
+    // int8 per-row scales [T]; q4/q8_0: block scales [2, K/32]
+    const xscBytes = Math.ceil((Math.max(this.maxChunk, 2 * (K / QBLOCK)) * 4) / 64) * 64;
     const bytes = tileBytes + xpadBytes + xqBytes + xscBytes;
     const base = this.alloc(bytes, 'scratch');
     this.scratch = { tile: base, tileStride, xpad: base + tileBytes, xq: base + tileBytes + xpadBytes, xsc: base + tileBytes + xpadBytes + xqBytes, bytes };
@@ -386,11 +389,11 @@ export class WasmBackend implements Backend {
     const macs = rows * K * T;
     const items = macs < PAR_MIN_MACS ? 0 : 1; // 0: run on the main thread only
     const S = this.scratch;
-    const a8 = dt === 4 && this.activations === 'q8';
+    const a8 = dt === DTYPE_Q4X4; // q4 weights, activations q8
     if (T <= 2) {
       if (a8) { // q4 on 8-bit x: integer dot products per block
-        this.k.quant_x8(S.xq, S.xsc, p(x), T, cols, cols, K);
-        this.par(OP_MV_Q4A8, rows, 4, items, [p(out), S.xq, m.ptr, K, T, S.xsc, rows, bias, act, acc, rows, m.sc, m.f16Shift]);
+        this.k.quant_x8(S.xq, p(x), T, cols, cols, K, m.f16Shift);
+        this.par(OP_MV_Q4A8, rows, 4, items, [p(out), S.xq, m.ptr, K, T, rows, bias, act, acc, rows, m.sc]);
         return;
       }
       if (dt >= 4) { // q4, q8_0: x in int16 with a scale per block of 32

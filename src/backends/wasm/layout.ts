@@ -28,6 +28,8 @@ export const HEAP_BASE = 65536;
 export const PREFETCH_PAD = 4096;
 
 export const DTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1, f16: 2, int8: 3, q4: 4, q8_0: 5 };
+/** The storage code of q4 in the `q4x4` layout (layoutQ4x4), which the backend uses when activations are q8. */
+export const DTYPE_Q4X4 = 6;
 
 /** Columns of q4/q8_0 rows are padded to whole groups of 4 blocks (the mat-vec reads 4 scales at once). */
 const BLOCK_GROUP = 4 * QBLOCK;
@@ -263,17 +265,42 @@ export function layoutBlocks(m: HostMatrix, dtype: BlockDType, codes: Uint8Array
   const blocks = matrixBlocks(m, dtype);
   const nb = blocksPerRow(m.cols), BB = BLOCK_BYTES[dtype], cb = BB - 2;
   const rowBytes = dtype === 'q4' ? K / 2 : K;
-  let big = false;
   for (let r = 0; r < m.rows; r++) {
     for (let b = 0; b < nb; b++) {
       const o = (r * nb + b) * BB;
-      const h = blocks[o]! | (blocks[o + 1]! << 8);
-      if ((h & 0x7fff) >= 0x5400) big = true;
-      scales[r * (K / QBLOCK) + b] = h;
+      scales[r * (K / QBLOCK) + b] = blocks[o]! | (blocks[o + 1]! << 8);
       for (let j = 0, d = r * rowBytes + b * cb, s = o + 2; j < cb; j++) codes[d + j] = blocks[s + j]!;
     }
   }
-  if (big) return 0;
+  return shiftScales(scales);
+}
+
+/**
+ * Write `m` as q4 in the `q4x4` layout of the 8-bit-activation kernels (wasm/q4a8.ts): rows in groups of 4, per
+ * group and block 64 code bytes, byte 16j + 4r + i = q[8j + i] | q[8j + 4 + i] << 4 for row r of the group (q: the
+ * block's codes in column order), then the scales as [groups, K/32, 4]. The same blocks, codes and scales as
+ * layoutBlocks, rearranged.
+ */
+export function layoutQ4x4(m: HostMatrix, codes: Uint8Array, scales: Uint16Array, K: number): number {
+  const blocks = matrixBlocks(m, 'q4');
+  const nb = blocksPerRow(m.cols), BB = BLOCK_BYTES.q4, NB = K / QBLOCK;
+  const q = new Uint8Array(QBLOCK);
+  for (let r = 0; r < m.rows; r++) {
+    const g = r >> 2, lane = r & 3;
+    for (let b = 0; b < nb; b++) {
+      const o = (r * nb + b) * BB, at = g * NB + b;
+      scales[at * 4 + lane] = blocks[o]! | (blocks[o + 1]! << 8);
+      for (let i = 0; i < 16; i++) { const v = blocks[o + 2 + i]!; q[i] = v & 15; q[i + 16] = v >> 4; } // ggml's qs order
+      const d = at * 64 + 4 * lane;
+      for (let j = 0; j < 4; j++) for (let i = 0; i < 4; i++) codes[d + 16 * j + i] = q[8 * j + i]! | (q[8 * j + 4 + i]! << 4);
+    }
+  }
+  return shiftScales(scales);
+}
+
+/** Multiply the f16 scales by 2^F16_SHIFT in place and return F16_SHIFT, or leave them and return 0 if one would overflow. */
+function shiftScales(scales: Uint16Array): number {
+  for (let i = 0; i < scales.length; i++) if ((scales[i]! & 0x7fff) >= 0x5400) return 0;
   shiftF16(scales, scales.length);
   return F16_SHIFT;
 }
