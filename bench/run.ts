@@ -10,6 +10,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { runBench, type BenchResult } from '../src/cli/bench.js';
+import { pairedDecode } from './paired.js';
 import type { ActivationMode, WeightDType } from '../src/backends/kernels.js';
 
 const args = process.argv.slice(2);
@@ -50,13 +51,19 @@ const best = rows.filter((r) => r.backend === 'wasm' && r.dtype === 'bf16').sort
 if (best) {
   console.log(`\nwasm bf16 vs js bf16: decode ×${(best.decode_tok_s / js.decode_tok_s).toFixed(1)}, prefill ×${(best.prefill_tok_s / js.prefill_tok_s).toFixed(1)}`);
 }
-// 4-bit vs 8-bit decode at each thread count (the issue-14 target: q4 ≥ 1.5× int8 with 2 threads)
+// 4-bit vs 8-bit decode at each thread count (the issue-14 target: q4 ≥ 1.5× int8 with 2 threads): from the table
+// (separate runs), then side by side (both models resident, decode in alternating blocks: bench/paired.ts)
 for (const threads of threadList) {
   const at = (d: string) => rows.find((r) => r.backend === 'wasm' && label(r) === d && r.threads === threads);
   const i8 = at('int8');
   for (const d of ['q4', 'q4+a8']) {
     const q4 = at(d);
     if (q4 && i8) console.log(`wasm ${d} vs int8, ${threads} thread(s): decode ×${(q4.decode_tok_s / i8.decode_tok_s).toFixed(2)}, prefill ×${(q4.prefill_tok_s / i8.prefill_tok_s).toFixed(2)}`);
+  }
+  if (i8 && at('q4+a8')) {
+    const p = await pairedDecode(synthetic, threads, { dtype: 'int8' }, { dtype: 'q4', activations: 'q8' });
+    console.log(`wasm q4+a8 vs int8 side by side, ${threads} thread(s), ${p.rounds} rounds of 16 tokens each: ` +
+      `decode ${p.b_tok_s.toFixed(1)} vs ${p.a_tok_s.toFixed(1)} tok/s (×${(p.b_tok_s / p.a_tok_s).toFixed(2)}), median round ×${p.median_ratio.toFixed(2)}`);
   }
 }
 

@@ -30,7 +30,7 @@ import { widenBlocks } from './blocks';
 
 export { mv_q4, mv_q8, quant_x32 } from './blocks';
 export { mv_q4a8, quant_x8, round_x8 } from './q4a8';
-import { widenQ4x4 } from './q4a8';
+import { widenQ4x4, PF_A8 } from './q4a8';
 export { bw_read } from './probe';
 export { activate, decay } from './act';
 export { quant_i8_bf16 } from './load';
@@ -52,9 +52,9 @@ import { pad_rows } from './xprep';
 
 let sink: u32 = 0;
 
-/** PF, for the host to check against the memory it keeps past its last allocation. */
+/** The farthest prefetch (PF; q4a8.ts's PF_A8), for the host to check against the memory it keeps past its last allocation. */
 export function prefetch_distance(): i32 {
-  return <i32>PF;
+  return <i32>max(PF, PF_A8);
 }
 
 
