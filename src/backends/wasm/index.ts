@@ -78,6 +78,7 @@ interface Kernels {
   round_x8(dst: number, x: number, T: number, xs: number, cols: number): void;
   prefetch_distance(): number;
   quant_i8_bf16(q: number, sc: number, src: number, rows: number, cols: number, K: number): number;
+  f16_as_bf16(p: number, n: number, shift: number): number;
   pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
   scale_x(dst: number, x: number, T: number, xs: number, cols: number, K: number, shift: number): number;
   pack_x2(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
@@ -308,10 +309,14 @@ export class WasmBackend implements Backend {
     const q4x4 = dt === 'q4' && this.activations === 'q8'; // 4-row groups for the 8-bit-activation kernels (wasm/q4a8.ts)
     const ptr = this.alloc(bytes, `matrix ${m.name} [${m.rows}, ${m.cols}] (${dt})`);
     const buf = this.memory.buffer;
-    let sc = 0, f16Shift = 0;
+    let sc = 0, f16Shift = 0, code = q4x4 ? DTYPE_Q4X4 : DTYPE_CODE[dt];
     switch (dt) {
       case 'f32': layoutF32(m, new Float32Array(buf, ptr, R * K), K); break;
-      case 'bf16': case 'f16': f16Shift = layout16(m, new Uint16Array(buf, ptr, R * K), K, dt); break;
+      case 'bf16': case 'f16':
+        f16Shift = layout16(m, new Uint16Array(buf, ptr, R * K), K, dt);
+        // f16 values that bf16 holds exactly (f16 made from bf16 weights) multiply faster as bf16 (wasm/load.ts)
+        if (dt === 'f16' && this.k.f16_as_bf16(ptr, R * K, f16Shift)) { code = DTYPE_CODE.bf16; f16Shift = 0; }
+        break;
       case 'int8':
         sc = ptr + R * K;
         layoutInt8(m, new Int8Array(buf, ptr, R * K), new Float32Array(buf, sc, R * (K / INT8_GROUP)), K, this.loader);
@@ -326,7 +331,7 @@ export class WasmBackend implements Backend {
     }
     this.weightBytes += bytes;
     if (K > this.maxK) this.growScratch(K);
-    return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes, q4x4 ? DTYPE_Q4X4 : DTYPE_CODE[dt], BLOCKED.test(m.name), f16Shift);
+    return new WMat(m.rows, m.cols, K, R, ptr, sc, bytes, code, BLOCKED.test(m.name), f16Shift);
   }
 
   /** Per-op scratch: one 4×K f32 tile and mm's parked sums per thread, a padded copy of x, and int16 x with per-row (or per-block) scales. */
