@@ -60,9 +60,11 @@ for (const threads of threadList) {
     const q4 = at(d);
     if (q4 && i8) console.log(`wasm ${d} vs int8, ${threads} thread(s): decode ×${(q4.decode_tok_s / i8.decode_tok_s).toFixed(2)}, prefill ×${(q4.prefill_tok_s / i8.prefill_tok_s).toFixed(2)}`);
   }
-  if (i8 && at('q4+a8')) {
-    const p = await pairedDecode(synthetic, threads, { dtype: 'int8' }, { dtype: 'q4', activations: 'q8' });
-    console.log(`wasm q4+a8 vs int8 side by side, ${threads} thread(s), ${p.rounds} rounds of 16 tokens each: ` +
+  // side by side: q4+a8 against int8, and f16 against bf16 (the issue-15 target: within 5%)
+  for (const [a, b, cb] of [['int8', 'q4+a8', { dtype: 'q4', activations: 'q8' }], ['bf16', 'f16', { dtype: 'f16' }]] as const) {
+    if (!at(a) || !at(b)) continue;
+    const p = await pairedDecode(synthetic, threads, { dtype: a }, cb);
+    console.log(`wasm ${b} vs ${a} side by side, ${threads} thread(s), ${p.rounds} rounds of 16 tokens each: ` +
       `decode ${p.b_tok_s.toFixed(1)} vs ${p.a_tok_s.toFixed(1)} tok/s (×${(p.b_tok_s / p.a_tok_s).toFixed(2)}), median round ×${p.median_ratio.toFixed(2)}`);
   }
 }
