@@ -8,6 +8,7 @@
 import { createBackend } from '../src/backends/index.js';
 import type { ActivationMode, WeightDType } from '../src/backends/kernels.js';
 import { syntheticModel } from '../src/runtime/synthetic.js';
+import { median } from '../src/cli/bench.js';
 
 export interface PairedConfig { dtype: WeightDType; activations?: ActivationMode }
 export interface PairedResult {
@@ -18,8 +19,6 @@ export interface PairedResult {
   median_ratio: number;
   rounds: number;
 }
-
-const median = (v: number[]) => { const s = [...v].sort((x, y) => x - y); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
 
 /** `rounds` rounds of `block` decode steps of a then b (b first in odd rounds), on the synthetic shape `size`. */
 export async function pairedDecode(size: string, threads: number, a: PairedConfig, b: PairedConfig, rounds = 12, block = 16): Promise<PairedResult> {

@@ -55,7 +55,8 @@ export interface BenchResult {
   sampling_overhead_pct?: number;
 }
 
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
+/** The median of a non-empty list. */
+export const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
 
 /** Bytes of weights one decode step reads: what the backend reports, else the matrix sizes × the dtype's width. */
 function weightBytes(model: RWKV7, config: ModelConfig, dtype: WeightDType): number {
