@@ -35,6 +35,7 @@ export { bw_read } from './probe';
 export { activate, decay } from './act';
 export { quant_i8_bf16, f16_as_bf16 } from './load';
 export { quant_x, pad_rows, scale_x } from './xprep';
+export { layer_norm, shift_lerp, lerp_inplace, key_prep, bonus_gate } from './elementwise';
 import { pad_rows } from './xprep';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -479,98 +480,6 @@ export function wkv(lo: i32, hi: i32, S: usize, r: usize, w: usize, k: usize, v:
           ya = f64x2.add(ya, f64x2.add(f64x2.mul(nL, v128.load(tr + d)), f64x2.mul(nH, v128.load(tr + d, 16))));
         }
         store<f32>(yp + f4(<usize>i), <f32>hsum64(ya));
-      }
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// element-wise and normalization ops (statistics in f64). Each takes its share of rows [lo, hi) (decay: of
-// channels), so the thread pool can split the longer ones; results do not depend on the split.
-
-/** eps comes as the two 32-bit words of its f64 bits (the thread pool passes i32 arguments). */
-export function layer_norm(lo: i32, hi: i32, out: usize, x: usize, w: usize, b: usize, T: i32, n: i32, groups: i32, epsLo: u32, epsHi: u32): void {
-  const g = n / groups;
-  const eps = reinterpret<f64>((<u64>epsHi << 32) | <u64>epsLo);
-  for (let t = lo; t < min(hi, T); t++) {
-    for (let h = 0; h < groups; h++) {
-      const base = <usize>(t * n + h * g);
-      let mean: f64 = 0;
-      for (let i = 0; i < g; i++) mean += <f64>load<f32>(x + f4(base + <usize>i));
-      mean /= <f64>g;
-      let v: f64 = 0;
-      for (let i = 0; i < g; i++) {
-        const d = <f64>load<f32>(x + f4(base + <usize>i)) - mean;
-        v += d * d;
-      }
-      const inv = 1.0 / Math.sqrt(v / <f64>g + eps);
-      for (let i = 0; i < g; i++) {
-        const wi = <usize>(h * g + i);
-        const d = <f64>load<f32>(x + f4(base + <usize>i)) - mean;
-        store<f32>(out + f4(base + <usize>i), <f32>(d * inv * <f64>load<f32>(w + f4(wi)) + <f64>load<f32>(b + f4(wi))));
-      }
-    }
-  }
-}
-
-/** out[t] = x[t] + (prev[t] - x[t]) * mix, prev[0] = shift, prev[t] = x[t-1]. (Caller updates shift afterwards.) */
-export function shift_lerp(lo: i32, hi: i32, out: usize, x: usize, shift: usize, mix: usize, T: i32, C: i32): void {
-  for (let t = lo; t < min(hi, T); t++) {
-    const xt = x + f4(<usize>(t * C));
-    const pt = t == 0 ? shift : xt - f4(<usize>C);
-    const ot = out + f4(<usize>(t * C));
-    for (let i = 0; i < C; i++) {
-      const o = f4(<usize>i);
-      const xi = load<f32>(xt + o);
-      store<f32>(ot + o, xi + (load<f32>(pt + o) - xi) * load<f32>(mix + o));
-    }
-  }
-}
-
-export function lerp_inplace(x: usize, target: usize, gate: usize, n: i32): void {
-  for (let i = 0; i < n; i++) {
-    const o = f4(<usize>i);
-    const xi = load<f32>(x + o);
-    store<f32>(x + o, xi + (load<f32>(target + o) - xi) * load<f32>(gate + o));
-  }
-}
-
-export function key_prep(lo: i32, hi: i32, kk: usize, k: usize, a: usize, kK: usize, kA: usize, T: i32, C: i32, N: i32): void {
-  for (let t = lo; t < min(hi, T); t++) {
-    for (let h = 0; h < C; h += N) {
-      const base = <usize>(t * C + h);
-      let norm: f64 = 0;
-      for (let j = 0; j < N; j++) {
-        const v = load<f32>(k + f4(base + <usize>j)) * load<f32>(kK + f4(<usize>(h + j)));
-        store<f32>(kk + f4(base + <usize>j), v);
-        norm += <f64>v * <f64>v;
-      }
-      const inv = 1.0 / max(Math.sqrt(norm), 1e-12);
-      for (let j = 0; j < N; j++) {
-        const p = kk + f4(base + <usize>j);
-        store<f32>(p, <f32>(<f64>load<f32>(p) * inv));
-      }
-    }
-    for (let i = 0; i < C; i++) {
-      const j = f4(<usize>(t * C + i));
-      const kv = load<f32>(k + j);
-      store<f32>(k + j, kv * (1 + (load<f32>(a + j) - 1) * load<f32>(kA + f4(<usize>i))));
-    }
-  }
-}
-
-export function bonus_gate(lo: i32, hi: i32, y: usize, r: usize, k: usize, v: usize, rK: usize, g: usize, T: i32, C: i32, N: i32): void {
-  for (let t = lo; t < min(hi, T); t++) {
-    for (let h = 0; h < C; h += N) {
-      const x = <usize>(t * C + h);
-      let bonus: f64 = 0;
-      for (let j = 0; j < N; j++) {
-        const o = f4(x + <usize>j);
-        bonus += <f64>load<f32>(r + o) * <f64>load<f32>(k + o) * <f64>load<f32>(rK + f4(<usize>(h + j)));
-      }
-      for (let i = 0; i < N; i++) {
-        const o = f4(x + <usize>i);
-        store<f32>(y + o, <f32>((<f64>load<f32>(y + o) + bonus * <f64>load<f32>(v + o)) * <f64>load<f32>(g + o)));
       }
     }
   }
