@@ -106,13 +106,7 @@ export function activate(lo: i32, hi: i32, out: usize, act: i32): void {
     if (act == 1) { store2(p, tanh2(a)); store2(p + 8, tanh2(b)); store2(p + 16, tanh2(c)); store2(p + 24, tanh2(d)); }
     else { store2(p, sigmoid2(a)); store2(p + 8, sigmoid2(b)); store2(p + 16, sigmoid2(c)); store2(p + 24, sigmoid2(d)); }
   }
-  for (; i + 3 < hi; i += 4) {
-    const p = out + (<usize>i << 2);
-    const a = load2(p), b = load2(p + 8);
-    if (act == 1) { store2(p, tanh2(a)); store2(p + 8, tanh2(b)); }
-    else { store2(p, sigmoid2(a)); store2(p + 8, sigmoid2(b)); }
-  }
-  for (; i < hi; i++) { // the last few: lane 0 of a pair whose lane 1 is 0
+  for (; i < hi; i++) { // the last few (up to 7): lane 0 of a pair whose lane 1 is 0, the same value per element
     const p = out + (<usize>i << 2);
     const v = f64x2.replace_lane(f64x2.splat(0), 0, <f64>load<f32>(p));
     store<f32>(p, <f32>f64x2.extract_lane(act == 1 ? tanh2(v) : sigmoid2(v), 0));
@@ -123,7 +117,7 @@ export function activate(lo: i32, hi: i32, out: usize, act: i32): void {
  * w = exp(-e^-0.5 · sigmoid(w0 + w)), in place, for channels [c0, c1) of T rows of C. If `lo` ≠ 0 it also gets the
  * rounding residual w − f32(w), which wkv adds back: with repeated input the same decay multiplies the state every
  * step, so a rounded w would bias it coherently (t × 6e-8) — enough to show in the logits of ill-conditioned steps.
- * Channels go four at a time; c0 and c1 are multiples of 4 except where c1 = C (the host splits by 4).
+ * Channels go eight at a time, then one at a time; c0 and c1 are multiples of 4 except where c1 = C (the host splits by 4).
  */
 export function decay(c0: i32, c1: i32, w: usize, w0: usize, T: i32, C: i32, lo: usize): void {
   const k = f64x2.splat(-0.6065306597126334); // −e^−0.5 (once per call)
@@ -133,6 +127,7 @@ export function decay(c0: i32, c1: i32, w: usize, w0: usize, T: i32, C: i32, lo:
     for (; i + 7 < end; i += 8) { // four pairs per step (see `activate`)
       const o = (<usize>(t * C + i)) << 2, q = w0 + (<usize>i << 2);
       const va = decay2(q, w + o, k), vb = decay2(q + 8, w + o + 8, k), vc = decay2(q + 16, w + o + 16, k), vd = decay2(q + 24, w + o + 24, k);
+      // (all demoted before any is stored: written as one helper per pair, the two-pair loop ran ~1.4× slower)
       const ha = f32x4.demote_f64x2_zero(va), hb = f32x4.demote_f64x2_zero(vb), hc = f32x4.demote_f64x2_zero(vc), hd = f32x4.demote_f64x2_zero(vd);
       v128.store64_lane(w + o, ha, 0);
       v128.store64_lane(w + o + 8, hb, 0);
@@ -145,19 +140,7 @@ export function decay(c0: i32, c1: i32, w: usize, w0: usize, T: i32, C: i32, lo:
         store2(lo + o + 24, f64x2.sub(vd, f64x2.promote_low_f32x4(hd)));
       }
     }
-    for (; i + 3 < end; i += 4) { // two pairs per step
-      const o = (<usize>(t * C + i)) << 2;
-      const va = decay2(w0 + (<usize>i << 2), w + o, k), vb = decay2(w0 + (<usize>i << 2) + 8, w + o + 8, k);
-      // (both demoted before either is stored: written as one helper per pair, this loop ran ~1.4× slower)
-      const ha = f32x4.demote_f64x2_zero(va), hb = f32x4.demote_f64x2_zero(vb);
-      v128.store64_lane(w + o, ha, 0);
-      v128.store64_lane(w + o + 8, hb, 0);
-      if (lo) {
-        store2(lo + o, f64x2.sub(va, f64x2.promote_low_f32x4(ha)));
-        store2(lo + o + 8, f64x2.sub(vb, f64x2.promote_low_f32x4(hb)));
-      }
-    }
-    for (; i < end; i++) {
+    for (; i < end; i++) { // the last few, one lane each (as in `activate`)
       const o = (<usize>(t * C + i)) << 2;
       const z = f64x2.replace_lane(f64x2.splat(0), 0, <f64>load<f32>(w0 + (<usize>i << 2)) + <f64>load<f32>(w + o));
       const v = f64x2.extract_lane(exp2(f64x2.mul(k, sigmoid2(z))), 0);

@@ -25,6 +25,11 @@
   return f64x2.promote_low_f32x4(v128.shuffle<f32>(v, v, 2, 3, 0, 1));
 }
 
+/** The 4 f32 lanes of two f64x2 values (lanes of a, then of b), each rounded once: the inverse of lo64/hi64. */
+@inline export function demote4(a: v128, b: v128): v128 {
+  return v128.shuffle<f32>(f32x4.demote_f64x2_zero(a), f32x4.demote_f64x2_zero(b), 0, 1, 4, 5);
+}
+
 @inline export function hsum64(v: v128): f64 {
   return f64x2.extract_lane(v, 0) + f64x2.extract_lane(v, 1);
 }

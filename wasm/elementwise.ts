@@ -7,12 +7,7 @@
 // fraction of the scalar loops' time (layer norm of 768 values ~2.3 µs, one token-shift lerp of 768 values ~0.4 µs); inside a
 // decode step their cost is mostly the cold reads of each layer's vectors (0.68 → 0.55 ms per 0.1B step, per op).
 
-import { lo64, hi64, hsum64, f4 } from './common';
-
-/** The 4 f32 lanes of two f64x2 values (lanes of a, then of b), each rounded once. */
-@inline function demote4(a: v128, b: v128): v128 {
-  return v128.shuffle<f32>(f32x4.demote_f64x2_zero(a), f32x4.demote_f64x2_zero(b), 0, 1, 4, 5);
-}
+import { lo64, hi64, hsum64, demote4, f4 } from './common';
 
 /** Σ of g f32 values at p, in f64 (two f64x2 partial sums over lanes 0,1 and 2,3, then the tail). */
 @inline function sum64(p: usize, g: i32): f64 {

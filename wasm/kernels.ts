@@ -25,7 +25,7 @@
 // T tokens instead of once per token.
 // ---------------------------------------------------------------------------------------------------------------
 
-import { madd, hsum, lo64, hi64, hsum64, f4, finish64, finish, bf16lo, bf16hi, f16mul, f16lo, f16hi, f16loRaw, f16hiRaw, PF, ahead, aheadV, store4 } from './common';
+import { madd, hsum, lo64, hi64, hsum64, demote4, f4, finish64, finish, bf16lo, bf16hi, f16mul, f16lo, f16hi, f16loRaw, f16hiRaw, PF, ahead, aheadV, store4 } from './common';
 import { widenBlocks } from './blocks';
 
 export { mv_q4, mv_q8, quant_x32 } from './blocks';
@@ -476,7 +476,7 @@ export function wkv(lo: i32, hi: i32, S: usize, r: usize, w: usize, k: usize, v:
           const sj = v128.load(row + j), d = j << 1;
           const nL = f64x2.add(f64x2.add(f64x2.mul(lo64(sj), v128.load(tw + d)), f64x2.mul(sav, v128.load(tka + d))), f64x2.mul(viv, v128.load(tk + d)));
           const nH = f64x2.add(f64x2.add(f64x2.mul(hi64(sj), v128.load(tw + d, 16)), f64x2.mul(sav, v128.load(tka + d, 16))), f64x2.mul(viv, v128.load(tk + d, 16)));
-          v128.store(row + j, v128.shuffle<f32>(f32x4.demote_f64x2_zero(nL), f32x4.demote_f64x2_zero(nH), 0, 1, 4, 5));
+          v128.store(row + j, demote4(nL, nH));
           ya = f64x2.add(ya, f64x2.add(f64x2.mul(nL, v128.load(tr + d)), f64x2.mul(nH, v128.load(tr + d, 16))));
         }
         store<f32>(yp + f4(<usize>i), <f32>hsum64(ya));
