@@ -113,8 +113,13 @@
   return v128.and(i32x4.shr_s(v, 3), i32x4.splat(0x8fffe000));
 }
 
-/** Prefetch distance in bytes (≤ PREFETCH_PAD in src/backends/wasm/layout.ts); see the mat-vec notes in kernels.ts. */
-export const PF: usize = 2048;
+/**
+ * Prefetch distance in bytes (≤ PREFETCH_PAD in src/backends/wasm/layout.ts); see the mat-vec notes in kernels.ts.
+ * 8192 (was 2048): on the 2-core Sapphire Rapids VM, decode 0.1B with 2 threads, old and new builds alternated 3 times
+ * (`rwkv7 bench --synthetic 0.1b --threads 2 --json`, median of each build's three): int8 81.4 → 94.4 tok/s, bf16 57.5 → 62.9,
+ * f16 57.9 → 60.4, q4 70.5 → 82.5, q8_0 74.5 → 75.5; in one process, int8 rose up to 8192 and stayed level to 24576.
+ */
+export const PF: usize = 8192;
 
 /**
  * `pf` or-ed with the words PF bytes ahead of wa and wb (software prefetch; the result must reach a global). Scalar

@@ -43,7 +43,7 @@ import { pad_rows } from './xprep';
 //
 // Decode is bound by how fast the weights stream in, and a single sequential stream per thread does not keep enough
 // reads in flight: on the 2-core Xeon VM this was tuned on, one thread read a 50 MB int8 matrix at 5.3 GB/s with
-// the plain row loop, 12–14 GB/s with these two changes:
+// the plain row loop, 12–14 GB/s with these two changes (PF retuned on a later Sapphire Rapids VM: see common.ts):
 //  - each pass takes one row from each half of the thread's range (rows lo+i and lo+h+i): two streams in flight;
 //  - each pass also loads the bytes PF ahead in both rows. WebAssembly has no prefetch instruction, so these are
 //    plain loads whose values are or-ed into `sink` (a per-instance global), which keeps the compiler from

@@ -100,9 +100,10 @@ export function mv_q4a8(lo: i32, hi: i32, out: usize, xq: usize, W: usize, K: i3
 }
 
 /**
- * Prefetch distance of mv_q4a8's single weight stream (bytes; ≤ PREFETCH_PAD in src/backends/wasm/layout.ts): twice
- * the other mat-vec kernels' PF, since this one consumes bytes about twice as fast (side-by-side decode against int8,
- * bench/paired.ts, 3 alternating pairs of builds: ×1.49/1.62/1.49 at 4096 against ×1.46/1.59/1.45 at 2048).
+ * Prefetch distance of mv_q4a8's single weight stream (bytes; ≤ PREFETCH_PAD in src/backends/wasm/layout.ts). On the
+ * AMD VM, side-by-side decode against int8 (bench/paired.ts, 3 alternating pairs of builds): ×1.49/1.62/1.49 at 4096
+ * against ×1.46/1.59/1.45 at 2048. On the Sapphire Rapids VM, 8192 (the other kernels' PF) measured the same as 4096
+ * within that host's noise (6 alternating runs each).
  */
 export const PF_A8: usize = 4096;
 

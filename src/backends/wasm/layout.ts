@@ -25,7 +25,7 @@ export const WASM_MAX_BYTES = 65536 * 65536; // 4 GiB
 /** Bytes below this address are reserved (AssemblyScript statics, the thread-pool control block). */
 export const HEAP_BASE = 65536;
 /** Bytes kept readable past the last allocation: the mat-vec kernels' prefetch loads reach past a matrix's end. */
-export const PREFETCH_PAD = 4096;
+export const PREFETCH_PAD = 8192;
 
 export const DTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1, f16: 2, int8: 3, q4: 4, q8_0: 5 };
 /** The storage code of q4 in the `q4x4` layout (layoutQ4x4), which the backend uses when activations are q8. */
