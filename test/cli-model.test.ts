@@ -48,6 +48,16 @@ test('verify --dtype int8: fails against the golden outputs with an explanation,
   assert.match(bad.stderr, /--against must be golden or js/);
 });
 
+test('verify --against js with --activations q8: the js reference rounds the same inputs to 8 bits', async () => {
+  const q = 'fixtures/gguf/storyteller-L6-D192-q4_0';
+  // js against js: the same arithmetic on both sides, so nothing differs (a reference on full activations differed)
+  const r = await rwkv7('verify', '--model', shared(`${q}.gguf`), '--golden', shared(`${q}.golden.safetensors`), '--backend', 'js',
+    '--dtype', 'q4', '--activations', 'q8', '--against', 'js', '--mode', 'seq');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /against the js backend with q4 weights, activations q8/);
+  assert.match(r.stdout, /PASS: max deviation 0\.000e\+0, max state error 0\.000e\+0/);
+});
+
 test('verify exits 1 when over tolerance, and names a mismatched golden file', async () => {
   const over = await rwkv7('verify', '--model', shared('fixtures/models/tiny-l2-d128.pth'), '--golden', shared('fixtures/golden/tiny-l2-d128.golden.safetensors'), '--backend', 'js', '--mode', 'seq', '--tolerance', '1e-12');
   assert.equal(over.code, 1);

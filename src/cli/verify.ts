@@ -58,8 +58,10 @@ export function register(program: Command): void {
     const tol = f.tolerance ?? defaultTolerance(loaded.model.backend.name, loaded.model.backend.weightDType);
     const modes: VerifyMode[] = f.mode === 'both' ? ['rnn', 'seq'] : [f.mode];
     const dtype = loaded.model.backend.weightDType;
-    const reference = f.against === 'js' ? await loadModel(loaded.path, { backend: 'js', dtype }) : undefined;
-    const against = reference ? `the js backend with ${dtype} weights` : 'the golden outputs';
+    // the reference rounds the same inputs to 8 bits when the model does (--activations q8)
+    const activations = loaded.model.backend.activations ?? 'full';
+    const reference = f.against === 'js' ? await loadModel(loaded.path, { backend: 'js', dtype, activations }) : undefined;
+    const against = reference ? `the js backend with ${dtype} weights${activations === 'q8' ? ', activations q8' : ''}` : 'the golden outputs';
     try {
       const report = await verifyGolden(loaded.model, f.golden, modes, reference?.model);
       const stateErr = report.max_state_rel_error;
