@@ -32,20 +32,21 @@ let sinkA: u32 = 0;
 const A8_BYTES: usize = 144;
 const A8_SCALE: usize = 128, A8_COR: usize = 132;
 
+/** s + the int16 pair sums of one code vector v (low nibbles × xl, high nibbles × xh), relaxed build (bound: see above). */
+@inline function step4(s: v128, xl: v128, xh: v128, v: v128, m15: v128): v128 {
+  return i16x8.add(s, i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(xl, v128.and(v, m15)),
+    i16x8.relaxed_dot_i8x16_i7x16_s(xh, v128.and(i16x8.shr_u(v, 4), m15))));
+}
+
 /** Lane r: Σ q·c of row r over one block, from the group's 64 code bytes at wp and the block's codes at xp. */
 @inline function block4(wp: usize, xp: usize, m15: v128): v128 {
   if (ASC_FEATURE_RELAXED_SIMD) {
     // written out: as a loop over the 4 vectors (binaryen keeps it rolled) it ran at 12–13 against 16–17 G weights/s
-    const v0 = v128.load(wp), v1 = v128.load(wp, 16), v2 = v128.load(wp, 32), v3 = v128.load(wp, 48);
-    const p0 = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp), v128.and(v0, m15)),
-      i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp, 16), v128.and(i16x8.shr_u(v0, 4), m15)));
-    const p1 = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp, 32), v128.and(v1, m15)),
-      i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp, 48), v128.and(i16x8.shr_u(v1, 4), m15)));
-    const p2 = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp, 64), v128.and(v2, m15)),
-      i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp, 80), v128.and(i16x8.shr_u(v2, 4), m15)));
-    const p3 = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp, 96), v128.and(v3, m15)),
-      i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(xp, 112), v128.and(i16x8.shr_u(v3, 4), m15)));
-    return i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.add(p0, p1), i16x8.add(p2, p3)));
+    let p = step4(i16x8.splat(0), v128.load(xp), v128.load(xp, 16), v128.load(wp), m15);
+    p = step4(p, v128.load(xp, 32), v128.load(xp, 48), v128.load(wp, 16), m15);
+    p = step4(p, v128.load(xp, 64), v128.load(xp, 80), v128.load(wp, 32), m15);
+    p = step4(p, v128.load(xp, 96), v128.load(xp, 112), v128.load(wp, 48), m15);
+    return i32x4.extadd_pairwise_i16x8_s(p);
   } else {
     // int16 codes: lanes of rows 0, 1 (low bytes) and 2, 3 (high), two pair sums per row, folded at the end
     let a01 = i32x4.splat(0), a23 = a01;
@@ -58,12 +59,6 @@ const A8_SCALE: usize = 128, A8_COR: usize = 132;
     }
     return i32x4.add(v128.shuffle<i32>(a01, a23, 0, 2, 4, 6), v128.shuffle<i32>(a01, a23, 1, 3, 5, 7));
   }
-}
-
-/** s + the int16 pair sums of one code vector v (low nibbles × xl, high nibbles × xh), relaxed build (see `block4`). */
-@inline function step4(s: v128, xl: v128, xh: v128, v: v128, m15: v128): v128 {
-  return i16x8.add(s, i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(xl, v128.and(v, m15)),
-    i16x8.relaxed_dot_i8x16_i7x16_s(xh, v128.and(i16x8.shr_u(v, 4), m15))));
 }
 
 /**
@@ -114,8 +109,7 @@ export function mv_q4a8(lo: i32, hi: i32, out: usize, xq: usize, W: usize, K: i3
       pf |= load<u32>(wb + PF_A8);
       let ia: v128, ib: v128;
       if (ASC_FEATURE_RELAXED_SIMD) {
-        // the token's codes loaded once for both groups; the int16 sums add in another order than block4's, exactly
-        // (every partial sum of a lane stays within ±16·15·127)
+        // block4 for both groups, the token's codes loaded once for the two
         let xl = v128.load(xp), xh = v128.load(xp, 16);
         let pa = step4(i16x8.splat(0), xl, xh, v128.load(wa), m15), pb = step4(i16x8.splat(0), xl, xh, v128.load(wb), m15);
         xl = v128.load(xp, 32); xh = v128.load(xp, 48);
