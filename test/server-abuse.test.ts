@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
 import { loadModel, type LoadedModel } from '../src/runtime/load.js';
 import { WorldTokenizer } from '../src/tokenizer/index.js';
 import { createServer, type RwkvServer, type ServerOptions } from '../src/server/index.js';
@@ -369,6 +370,26 @@ test('routes, methods and malformed HTTP: 404, 405, 414, 431, 400, all in the Op
     const r = await http(Buffer.from(data, 'latin1'));
     assert.equal(r.status, status, `${name}: ${r.raw.slice(0, 200)}`);
     assertApiError(r.body, status);
+  }
+});
+
+test('the raw client de-chunks by bytes: multi-byte characters in a chunk keep the later chunks whole', async () => {
+  // (it used to count characters, which cut the body short whenever a sampled token was not ASCII, e.g. "’s")
+  const pieces = ['data: a\n\n', 'data: ’s — ☃ 🦆\n\n', 'data: [DONE]\n\n'];
+  const srv = createHttpServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream', connection: 'close' });
+    for (const p of pieces) res.write(p);
+    res.end();
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  try {
+    const addr = srv.address();
+    assert.ok(addr && typeof addr === 'object');
+    const got = await raw(addr.port, 'GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n', 3000);
+    assert.equal(got.headers['transfer-encoding'], 'chunked');
+    assert.equal(got.body, pieces.join(''));
+  } finally {
+    srv.close();
   }
 });
 

@@ -30,7 +30,8 @@ export function raw(port: number, data: string | Buffer, ms = 3000, onSocket?: (
       if (done) return;
       done = true;
       clearTimeout(timer);
-      const text = Buffer.concat(chunks).toString('utf8');
+      const all = Buffer.concat(chunks);
+      const text = all.toString('utf8');
       const head = text.split('\r\n\r\n', 1)[0] ?? '';
       const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
       const headers: Record<string, string> = {};
@@ -38,8 +39,9 @@ export function raw(port: number, data: string | Buffer, ms = 3000, onSocket?: (
         const i = line.indexOf(':');
         if (i > 0) headers[line.slice(0, i).toLowerCase()] = line.slice(i + 1).trim();
       }
-      let body = text.slice(head.length + 4);
-      if (headers['transfer-encoding'] === 'chunked') body = dechunk(body);
+      // The head is ASCII, so its length in characters is its length in bytes.
+      const rest = all.subarray(Math.min(all.length, head.length + 4));
+      const body = (headers['transfer-encoding'] === 'chunked' ? dechunk(rest) : rest).toString('utf8');
       s.destroy();
       resolve({ status, headers, body, raw: text, closed, ms: performance.now() - t0 });
     };
@@ -54,15 +56,20 @@ export function raw(port: number, data: string | Buffer, ms = 3000, onSocket?: (
   });
 }
 
-function dechunk(body: string): string {
-  let out = '';
+/**
+ * The payload of a chunked body, as far as it is complete. Chunk sizes count bytes, so this works on the bytes
+ * (on a decoded string, a multi-byte character in a chunk would shift every later chunk boundary).
+ */
+function dechunk(body: Buffer): Buffer {
+  const out: Buffer[] = [];
   let rest = body;
   for (;;) {
     const i = rest.indexOf('\r\n');
-    if (i < 0) return out;
-    const n = parseInt(rest.slice(0, i), 16);
-    if (!(n > 0)) return out;
-    out += rest.slice(i + 2, i + 2 + n);
-    rest = rest.slice(i + 2 + n + 2);
+    if (i < 0) break;
+    const n = parseInt(rest.subarray(0, i).toString('latin1'), 16);
+    if (!(n > 0)) break;
+    out.push(rest.subarray(i + 2, i + 2 + n));
+    rest = rest.subarray(i + 2 + n + 2);
   }
+  return Buffer.concat(out);
 }
