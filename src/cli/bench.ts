@@ -117,7 +117,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const tok = () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed % V; };
     const prompt = Array.from({ length: P }, tok);
     const state = model.newState();
-    await model.forward(prompt.slice(0, Math.min(P, 8)), state); // warm-up (JIT, first-touch)
+    await model.forward(P > 0 ? prompt.slice(0, Math.min(P, 8)) : [tok()], state); // warm-up (JIT, first-touch)
     const warm = await model.forward([tok()], state);
     const pre: number[] = [], dec: number[] = [], sdec: number[] = [];
     const B = Math.max(1, o.batch ?? 1);
