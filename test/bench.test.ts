@@ -19,6 +19,12 @@ test('bench: the plain fields, and no sampled ones without --sample', async () =
   assert.ok(!('batch' in r));
 });
 
+test('bench --prefill 0: decode only (prefill reported as 0)', async () => {
+  const r = await runBench({ ...small, prefill: 0 });
+  assert.equal(r.prefill_tok_s, 0);
+  assert.ok(positive(r.decode_tok_s));
+});
+
 test('bench --sample: decode with the default sampler, alone and with a batch', async () => {
   for (const batch of [1, 3]) {
     const r = await runBench({ ...small, batch, sample: true });
