@@ -212,6 +212,8 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON object')
     .action(async (o: { model?: string; synthetic?: string; backend: string; dtype: string; activations: string; threads?: number; prefill: number; decode: number; runs: number; batch: number; sample?: boolean; json?: boolean }) => {
       if (o.model && o.synthetic) throw new UserError('give either --model or --synthetic, not both');
+      if (o.prefill === 0 && o.decode === 0) throw new UserError('nothing to measure: --prefill and --decode are both 0');
+      if (o.sample && o.decode === 0) throw new UserError('--sample measures decode: give --decode ≥ 1');
       const r = await runBench({
         model: o.model, synthetic: o.synthetic, backend: parseBackendName(o.backend), dtype: parseWeightDType(o.dtype), activations: parseActivationMode(o.activations),
         threads: o.threads, prefill: o.prefill, decode: o.decode, runs: o.runs, batch: o.batch, sample: o.sample,
@@ -224,11 +226,11 @@ export function register(program: Command): void {
       const bw = r.bandwidth_gb_s !== undefined ? r : undefined;
       process.stdout.write(
         `${what}: backend ${r.backend}, dtype ${r.dtype}${r.activations ? `, activations ${r.activations}` : ''}, ${r.threads} thread(s)${r.batch ? `, batch ${r.batch} (aggregate rates)` : ''}\n` +
-        `  prefill ${r.prefill_tok_s.toFixed(1)} tok/s (${o.prefill} tokens)\n` +
-        `  decode  ${r.decode_tok_s.toFixed(1)} tok/s (${o.decode} tokens)${bw ? `: ${bw.decode_bw_pct!.toFixed(0)}% of the memory bandwidth` : ''}\n` +
+        (o.prefill > 0 ? `  prefill ${r.prefill_tok_s.toFixed(1)} tok/s (${o.prefill} tokens)\n` : '') +
+        (o.decode > 0 ? `  decode  ${r.decode_tok_s.toFixed(1)} tok/s (${o.decode} tokens)${bw ? `: ${bw.decode_bw_pct!.toFixed(0)}% of the memory bandwidth` : ''}\n` : '') +
         (r.decode_sampled_tok_s !== undefined ? `  decode with sampling ${r.decode_sampled_tok_s.toFixed(1)} tok/s (${o.decode} tokens, generate's default sampler): ${fmtOverhead(r.sampling_overhead_pct!)}\n` : '') +
-        `  weights read per token ${(r.weight_bytes_per_token / 1e6).toFixed(1)} MB → ${r.decode_gb_s.toFixed(2)} GB/s` +
-        (bw ? ` of ${bw.bandwidth_gb_s!.toFixed(1)} GB/s probed with ${r.threads} thread(s) (${bw.decode_bw_pct!.toFixed(0)}%)\n` : '\n'),
+        `  weights read per token ${(r.weight_bytes_per_token / 1e6).toFixed(1)} MB` +
+        (o.decode > 0 ? ` → ${r.decode_gb_s.toFixed(2)} GB/s` + (bw ? ` of ${bw.bandwidth_gb_s!.toFixed(1)} GB/s probed with ${r.threads} thread(s) (${bw.decode_bw_pct!.toFixed(0)}%)` : '') : '') + '\n',
       );
     });
 }

@@ -26,7 +26,9 @@ export function parseNumber(name: string, min = -Infinity, max = Infinity) {
   return (v: string): number => {
     const n = Number(v);
     if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number.`);
-    if (n < min || n > max) throw new InvalidArgumentError(`${name} must be between ${min} and ${max}.`);
+    if (n < min || n > max) {
+      throw new InvalidArgumentError(max === Infinity ? `${name} must be ≥ ${min}.` : min === -Infinity ? `${name} must be ≤ ${max}.` : `${name} must be between ${min} and ${max}.`);
+    }
     return n;
   };
 }
