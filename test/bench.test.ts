@@ -51,12 +51,12 @@ test('rwkv7 bench --sample: the text line and the JSON fields', async () => {
 });
 
 test('rwkv7 bench: a count flag out of range (or nothing to measure) is refused by name, before any model loads', async () => {
-  for (const [flag, value, want] of [['--batch', '0', /--batch must be ≥ 1/], ['--threads', '0', /--threads must be ≥ 1/], ['--runs', 'x', /--runs must be an integer/], ['--prefill', '0', /nothing to measure: --prefill and --decode are both 0/]] as const) {
+  for (const [args, want] of [[['--batch', '0'], /--batch must be ≥ 1/], [['--threads', '0'], /--threads must be ≥ 1/], [['--runs', 'x'], /--runs must be an integer/], [['--prefill', '0', '--decode', '0'], /nothing to measure: --prefill and --decode are both 0/]] as const) {
     const r = await new Promise<{ code: number; stderr: string }>((resolve) => {
-      execFile(process.execPath, ['--import', 'tsx', main, 'bench', '--model', tiny, flag, value, ...(flag === '--prefill' ? ['--decode', '0'] : [])],
+      execFile(process.execPath, ['--import', 'tsx', main, 'bench', '--model', tiny, ...args],
         (err, _stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stderr }));
     });
-    assert.notEqual(r.code, 0, `${flag} ${value}`);
+    assert.notEqual(r.code, 0, args.join(' '));
     assert.match(r.stderr, want);
     assert.doesNotMatch(r.stderr, /\n\s+at /); // no stack trace
   }

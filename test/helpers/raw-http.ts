@@ -32,15 +32,16 @@ export function raw(port: number, data: string | Buffer, ms = 3000, onSocket?: (
       clearTimeout(timer);
       const all = Buffer.concat(chunks);
       const text = all.toString('utf8');
-      const head = text.split('\r\n\r\n', 1)[0] ?? '';
+      // The head ends at the first blank line, found in the bytes (the body is cut from them, not from `text`).
+      const sep = all.indexOf('\r\n\r\n');
+      const head = (sep < 0 ? all : all.subarray(0, sep)).toString('utf8');
       const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
       const headers: Record<string, string> = {};
       for (const line of head.split('\r\n').slice(1)) {
         const i = line.indexOf(':');
         if (i > 0) headers[line.slice(0, i).toLowerCase()] = line.slice(i + 1).trim();
       }
-      // The head is ASCII, so its length in characters is its length in bytes.
-      const rest = all.subarray(Math.min(all.length, head.length + 4));
+      const rest = sep < 0 ? all.subarray(all.length) : all.subarray(sep + 4);
       const body = (headers['transfer-encoding'] === 'chunked' ? dechunk(rest) : rest).toString('utf8');
       s.destroy();
       resolve({ status, headers, body, raw: text, closed, ms: performance.now() - t0 });
