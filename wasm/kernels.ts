@@ -436,51 +436,61 @@ export function mmp(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T:
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// WKV-7 recurrence, heads [lo, hi) (heads are independent, so threads split them). N % 4 == 0.
+// WKV-7 recurrence over (sequence, head) items [lo, hi) — heads are independent, so threads split them. `segs`
+// holds nSeg entries of three i32: the sequence's state S (H heads of N×N f32), its first row t0 and its number of
+// rows T in r, w, k, v, kk, a and y ([rows, C]); item i is head i % H of segment i / H. N % 4 == 0.
 // `wlo` (or 0): the decay's rounding residual from `decay`, so S·w uses w to ~48 bits.
 //   sa[i] = -Σ_j S[i][j]·kk[j];  S[i][j] = S[i][j]·w[j] + sa[i]·kk[j]·a[j] + v[i]·k[j];  y[i] = Σ_j S[i][j]·r[j]
 
-export function wkv(lo: i32, hi: i32, S: usize, r: usize, w: usize, k: usize, v: usize, kk: usize, a: usize, y: usize, T: i32, C: i32, N: i32, wlo: usize, tmp: usize): void {
+export function wkv(lo: i32, hi: i32, segs: usize, r: usize, w: usize, k: usize, v: usize, kk: usize, a: usize, y: usize, C: i32, N: i32, wlo: usize, tmp: usize): void {
+  const H = C / N;
+  for (let it = lo; it < hi; it++) {
+    const seg = segs + <usize>(it / H) * 12, h = it % H;
+    const S = <usize>load<i32>(seg), t0 = load<i32>(seg, 4), T = load<i32>(seg, 8);
+    wkvHead(S + f4(<usize>h * <usize>N * <usize>N), h, t0, T, r, w, k, v, kk, a, y, C, N, wlo, tmp);
+  }
+}
+
+/** Head h of one sequence (state s), rows [t0, t0 + T). */
+// @ts-ignore: decorator
+@inline function wkvHead(s: usize, h: i32, t0: i32, T: i32, r: usize, w: usize, k: usize, v: usize, kk: usize, a: usize, y: usize, C: i32, N: i32, wlo: usize, tmp: usize): void {
   // The update is computed in f64 (2 lanes) from the f32 state and rounded once when stored: with repetitive input
   // the state is ill-conditioned and several f32 roundings per element show up in the logits. The per-token key-side
   // vectors are widened once per head into `tmp` (this thread's scratch, 5·N f64): w, kk, kk·a, k, r.
   const nb = f4(<usize>N), n8 = <usize>N << 3;
   const tw = tmp, tkk = tmp + n8, tka = tmp + 2 * n8, tk = tmp + 3 * n8, tr = tmp + 4 * n8;
-  for (let h = lo; h < hi; h++) {
-    const s = S + f4(<usize>h * <usize>N * <usize>N);
-    for (let t = 0; t < T; t++) {
-      const o = f4(<usize>(t * C + h * N));
-      for (let j: usize = 0; j < <usize>N; j++) {
-        const q = o + (j << 2), d = j << 3;
-        let wv = <f64>load<f32>(w + q);
-        if (wlo) wv += <f64>load<f32>(wlo + q);
-        const kkv = <f64>load<f32>(kk + q);
-        store<f64>(tw + d, wv);
-        store<f64>(tkk + d, kkv);
-        store<f64>(tka + d, kkv * <f64>load<f32>(a + q));
-        store<f64>(tk + d, <f64>load<f32>(k + q));
-        store<f64>(tr + d, <f64>load<f32>(r + q));
+  for (let t = t0; t < t0 + T; t++) {
+    const o = f4(<usize>(t * C + h * N));
+    for (let j: usize = 0; j < <usize>N; j++) {
+      const q = o + (j << 2), d = j << 3;
+      let wv = <f64>load<f32>(w + q);
+      if (wlo) wv += <f64>load<f32>(wlo + q);
+      const kkv = <f64>load<f32>(kk + q);
+      store<f64>(tw + d, wv);
+      store<f64>(tkk + d, kkv);
+      store<f64>(tka + d, kkv * <f64>load<f32>(a + q));
+      store<f64>(tk + d, <f64>load<f32>(k + q));
+      store<f64>(tr + d, <f64>load<f32>(r + q));
+    }
+    const vp = v + o, yp = y + o;
+    for (let i = 0; i < N; i++) {
+      const row = s + f4(<usize>i) * <usize>N;
+      let sa = f64x2.splat(0);
+      for (let j: usize = 0; j < nb; j += 16) {
+        const sj = v128.load(row + j), d = j << 1;
+        sa = f64x2.add(sa, f64x2.add(f64x2.mul(lo64(sj), v128.load(tkk + d)), f64x2.mul(hi64(sj), v128.load(tkk + d, 16))));
       }
-      const vp = v + o, yp = y + o;
-      for (let i = 0; i < N; i++) {
-        const row = s + f4(<usize>i) * <usize>N;
-        let sa = f64x2.splat(0);
-        for (let j: usize = 0; j < nb; j += 16) {
-          const sj = v128.load(row + j), d = j << 1;
-          sa = f64x2.add(sa, f64x2.add(f64x2.mul(lo64(sj), v128.load(tkk + d)), f64x2.mul(hi64(sj), v128.load(tkk + d, 16))));
-        }
-        const sav = f64x2.splat(-hsum64(sa));
-        const viv = f64x2.splat(<f64>load<f32>(vp + f4(<usize>i)));
-        let ya = f64x2.splat(0);
-        for (let j: usize = 0; j < nb; j += 16) {
-          const sj = v128.load(row + j), d = j << 1;
-          const nL = f64x2.add(f64x2.add(f64x2.mul(lo64(sj), v128.load(tw + d)), f64x2.mul(sav, v128.load(tka + d))), f64x2.mul(viv, v128.load(tk + d)));
-          const nH = f64x2.add(f64x2.add(f64x2.mul(hi64(sj), v128.load(tw + d, 16)), f64x2.mul(sav, v128.load(tka + d, 16))), f64x2.mul(viv, v128.load(tk + d, 16)));
-          v128.store(row + j, demote4(nL, nH));
-          ya = f64x2.add(ya, f64x2.add(f64x2.mul(nL, v128.load(tr + d)), f64x2.mul(nH, v128.load(tr + d, 16))));
-        }
-        store<f32>(yp + f4(<usize>i), <f32>hsum64(ya));
+      const sav = f64x2.splat(-hsum64(sa));
+      const viv = f64x2.splat(<f64>load<f32>(vp + f4(<usize>i)));
+      let ya = f64x2.splat(0);
+      for (let j: usize = 0; j < nb; j += 16) {
+        const sj = v128.load(row + j), d = j << 1;
+        const nL = f64x2.add(f64x2.add(f64x2.mul(lo64(sj), v128.load(tw + d)), f64x2.mul(sav, v128.load(tka + d))), f64x2.mul(viv, v128.load(tk + d)));
+        const nH = f64x2.add(f64x2.add(f64x2.mul(hi64(sj), v128.load(tw + d, 16)), f64x2.mul(sav, v128.load(tka + d, 16))), f64x2.mul(viv, v128.load(tk + d, 16)));
+        v128.store(row + j, demote4(nL, nH));
+        ya = f64x2.add(ya, f64x2.add(f64x2.mul(nL, v128.load(tr + d)), f64x2.mul(nH, v128.load(tr + d, 16))));
       }
+      store<f32>(yp + f4(<usize>i), <f32>hsum64(ya));
     }
   }
 }

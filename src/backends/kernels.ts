@@ -74,6 +74,13 @@ export interface MatmulOptions {
   accumulate?: boolean;
 }
 
+/** One sequence's rows of a batched `wkvSegments`: its WKV state ([H, N, N]) and its rows [start, start + length). */
+export interface WkvSegment {
+  readonly state: Buf;
+  readonly start: number;
+  readonly length: number;
+}
+
 export interface Backend {
   readonly name: string;
   /** Storage type of the weight matrices this backend was created for. */
@@ -135,6 +142,13 @@ export interface Backend {
    * `sa[i] = Σ_j S[i][j] · (-kk[j])`, `S[i][j] = S[i][j]·w[j] + sa[i]·kk[j]·a[j] + v[i]·k[j]`, `y[i] = Σ_j S[i][j]·r[j]`.
    */
   wkv(S: Buf, r: Buf, w: Buf, k: Buf, v: Buf, kk: Buf, a: Buf, y: Buf, T: number, C: number, N: number): void;
+
+  /**
+   * Optional: `wkv` for several sequences in one op — segment g runs rows [start, start + length) of r … y from its
+   * own state — with the same results as one `wkv` per segment on those rows. A backend that has it spares the
+   * model a copy of each later sequence's rows and one hand-off per sequence (with batching: one op, not B).
+   */
+  wkvSegments?(segs: readonly WkvSegment[], r: Buf, w: Buf, k: Buf, v: Buf, kk: Buf, a: Buf, y: Buf, C: number, N: number): void;
 
   /**
    * Bonus and gate, in place on y ([T, C], already group-normed):

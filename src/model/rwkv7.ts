@@ -149,8 +149,8 @@ export class RWKV7 {
       if (finished.length > 0) {
         const logits = await this.head(s, T, finished.map((g) => g.start + g.length - 1));
         const V = this.config.vocabSize;
-        // One sequence finishing: the backend's fresh array is its logits (no copy).
-        finished.forEach((g, j) => { out[g.item] = finished.length === 1 ? logits : logits.slice(j * V, (j + 1) * V); });
+        // The backend's fresh array, one view of it per sequence (no copy; a view covers its own row only).
+        finished.forEach((g, j) => { out[g.item] = finished.length === 1 ? logits : logits.subarray(j * V, (j + 1) * V); });
       }
     }
     return out;
@@ -234,8 +234,12 @@ export class RWKV7 {
     // kk = normalize_per_head(k * k_k); k += k * (a - 1) * k_a
     b.keyPrep(s.kk, s.k, s.a, A.k_k, A.k_a, T, C, N);
     // S = S * w^T - S @ kk * (kk * a)^T + v * k^T;  y = S @ r  (S: each sequence's own)
-    this.perSequence(segs, [s.r, s.w, s.k, s.v, s.kk, s.a], [s.y], ([r, w, k, v, kk, a], [y], n, state) =>
-      b.wkv(state.wkv[layer]!, r!, w!, k!, v!, kk!, a!, y!, n, C, N));
+    if (b.wkvSegments) {
+      b.wkvSegments(segs.map((g) => ({ state: g.state.wkv[layer]!, start: g.start, length: g.length })), s.r, s.w, s.k, s.v, s.kk, s.a, s.y, C, N);
+    } else {
+      this.perSequence(segs, [s.r, s.w, s.k, s.v, s.kk, s.a], [s.y], ([r, w, k, v, kk, a], [y], n, state) =>
+        b.wkv(state.wkv[layer]!, r!, w!, k!, v!, kk!, a!, y!, n, C, N));
+    }
     // y = group_norm(y, ln_x) + ((r * k * r_k).sum(per head) * v);  x += Wo @ (y * g)
     b.layerNorm(s.y, s.y, A.ln_x_w, A.ln_x_b, T, C, H, GROUP_NORM_EPS);
     b.bonusGate(s.y, s.r, s.k, s.v, A.r_k, s.g, T, C, N);
