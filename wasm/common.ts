@@ -130,7 +130,3 @@ export const PF: usize = 8192;
   return pf | load<u32>(wa + PF) | load<u32>(wb + PF);
 }
 
-/** `ahead` with 16-byte loads into a vector, for loops with vector registers to spare (the int8 mat-vec). */
-@inline export function aheadV(pf: v128, wa: usize, wb: usize): v128 {
-  return v128.or(pf, v128.or(v128.load(wa + PF), v128.load(wb + PF)));
-}

@@ -25,7 +25,7 @@
 // T tokens instead of once per token.
 // ---------------------------------------------------------------------------------------------------------------
 
-import { madd, hsum, lo64, hi64, hsum64, demote4, f4, finish64, finish, bf16lo, bf16hi, f16mul, f16lo, f16hi, f16loRaw, f16hiRaw, PF, ahead, aheadV, store4 } from './common';
+import { madd, hsum, lo64, hi64, hsum64, demote4, f4, finish64, finish, bf16lo, bf16hi, f16mul, f16lo, f16hi, f16loRaw, f16hiRaw, PF, ahead, store4 } from './common';
 import { widenBlocks } from './blocks';
 
 export { mv_q4, mv_q8, quant_x32 } from './blocks';
@@ -170,37 +170,47 @@ export function mv_f16x(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32
   return i32x4.add(i0, i1);
 }
 
-/** int8 pass over rows ra and rb of one token (xt: its int16 values, xscale: their scale), as pairF32. */
-@inline function pairI8(out: usize, xt: usize, xscale: f32, W: usize, K: i32, sc: usize, ra: i32, rb: i32, both: bool, bias: usize, act: i32, acc: i32): u32 {
+/**
+ * int8 pass over rows ra, rb, rc, rd of one token (xt: its int16 values, xscale: their scale; rows past the first
+ * `n` are repeats of ra, computed but not stored). Four rows, one from each quarter of the thread's range: four
+ * weight streams in flight, which the int8 rows need to keep the memory busy (per byte they take twice the work of
+ * 16-bit rows): [16384, 768] int8, 302 MB of matrices cycled, one thread 8.3 → 9.8 GMAC/s, two 15.4 → 19.3
+ * against two rows per pass. Each row's sum is taken as before (same partial sums, same order): the same bits.
+ */
+@inline function quadI8(out: usize, xt: usize, xscale: f32, W: usize, K: i32, sc: usize, ra: i32, rb: i32, rc: i32, rd: i32, n: i32, bias: usize, act: i32, acc: i32): u32 {
   const G = K >> 6;
-  const wa = W + <usize>ra * <usize>K, wb = W + <usize>rb * <usize>K;
-  const sa = sc + f4(<usize>ra * <usize>G), sb = sc + f4(<usize>rb * <usize>G);
-  let fa = f32x4.splat(0), fb = fa, pf = fa;
+  const wa = W + <usize>ra * <usize>K, wb = W + <usize>rb * <usize>K, wc = W + <usize>rc * <usize>K, wd = W + <usize>rd * <usize>K;
+  const sa = sc + f4(<usize>ra * <usize>G), sb = sc + f4(<usize>rb * <usize>G), sc2 = sc + f4(<usize>rc * <usize>G), sd = sc + f4(<usize>rd * <usize>G);
+  let fa = f32x4.splat(0), fb = fa, fc = fa, fd = fa;
+  let pf: u32 = 0;
   for (let g = 0; g < G; g++) {
     const xp = xt + (<usize>g << 7), wg = <usize>g << 6;
     const x0 = v128.load(xp), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
-    pf = aheadV(pf, wa + wg, wb + wg);
-    const ia = dotI8(wa + wg, xp, x0, x1, x2, x3);
-    const ib = dotI8(wb + wg, xp, x0, x1, x2, x3);
-    fa = madd(f32x4.convert_i32x4_s(ia), v128.load32_splat(sa + f4(<usize>g)), fa);
-    fb = madd(f32x4.convert_i32x4_s(ib), v128.load32_splat(sb + f4(<usize>g)), fb);
+    pf = ahead(ahead(pf, wa + wg, wb + wg), wc + wg, wd + wg);
+    fa = madd(f32x4.convert_i32x4_s(dotI8(wa + wg, xp, x0, x1, x2, x3)), v128.load32_splat(sa + f4(<usize>g)), fa);
+    fb = madd(f32x4.convert_i32x4_s(dotI8(wb + wg, xp, x0, x1, x2, x3)), v128.load32_splat(sb + f4(<usize>g)), fb);
+    fc = madd(f32x4.convert_i32x4_s(dotI8(wc + wg, xp, x0, x1, x2, x3)), v128.load32_splat(sc2 + f4(<usize>g)), fc);
+    fd = madd(f32x4.convert_i32x4_s(dotI8(wd + wg, xp, x0, x1, x2, x3)), v128.load32_splat(sd + f4(<usize>g)), fd);
   }
   finish(out + f4(<usize>ra), hsum(fa) * xscale, bias, ra, act, acc);
-  if (both) finish(out + f4(<usize>rb), hsum(fb) * xscale, bias, rb, act, acc);
-  return i32x4.extract_lane(pf, 0) | i32x4.extract_lane(pf, 3);
+  if (n > 1) finish(out + f4(<usize>rb), hsum(fb) * xscale, bias, rb, act, acc);
+  if (n > 2) finish(out + f4(<usize>rc), hsum(fc) * xscale, bias, rc, act, acc);
+  if (n > 3) finish(out + f4(<usize>rd), hsum(fd) * xscale, bias, rd, act, acc);
+  return pf;
 }
 
 /** int8 mat-vec: xq is int16 [T, K] (per-token scale in xsc[t]), W int8 [rowsP, K], sc f32 [rowsP, K/64]. */
 export function mv_i8(lo: i32, hi: i32, out: usize, xq: usize, W: usize, K: i32, T: i32, xsc: usize, os: i32, bias: usize, act: i32, acc: i32, rows: i32, sc: usize): void {
   if (hi > rows) hi = rows;
-  const h = (hi - lo + 1) >> 1;
+  const q = (hi - lo + 3) >> 2;
   let pf: u32 = 0;
   for (let t = 0; t < T; t++) {
     const xt = xq + ((<usize>t * <usize>K) << 1), ot = out + f4(<usize>(t * os));
     const xscale = load<f32>(xsc + f4(<usize>t));
-    for (let i = 0; i < h; i++) {
-      const rb = lo + h + i;
-      pf |= pairI8(ot, xt, xscale, W, K, sc, lo + i, rb < hi ? rb : lo + i, rb < hi, bias, act, acc);
+    for (let i = 0; i < q; i++) {
+      const ra = lo + i, rb = ra + q, rc = rb + q, rd = rc + q;
+      const n = rd < hi ? 4 : rc < hi ? 3 : rb < hi ? 2 : 1;
+      pf |= quadI8(ot, xt, xscale, W, K, sc, ra, n > 1 ? rb : ra, n > 2 ? rc : ra, n > 3 ? rd : ra, n, bias, act, acc);
     }
   }
   sink |= pf;
