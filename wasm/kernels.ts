@@ -104,14 +104,37 @@ export function mv_f32(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32,
   sink |= pf;
 }
 
+// Four-row passes (quad16, quadI8): pass i of a thread's rows [lo, hi) takes rows lo + i + j·q, j < 4, with
+// q = ceil((hi - lo) / 4): one from each quarter. The last passes have fewer than four (n); a missing row repeats
+// the first one (computed, not stored), so the loops need no tests.
+
+/** How many of the rows r, r + q, r + 2q, r + 3q are below hi (r < hi). */
+@inline function quadRows(r: i32, q: i32, hi: i32): i32 {
+  return r + 3 * q < hi ? 4 : r + 2 * q < hi ? 3 : r + q < hi ? 2 : 1;
+}
+
+/** Row j of the pass at r (r itself where j ≥ n). */
+@inline function quadRow(r: i32, q: i32, n: i32, j: i32): i32 {
+  return j < n ? r + j * q : r;
+}
+
+/** Stores the n sums of a four-row pass (rows r + j·q) as `finish` does. */
+@inline function finishQuad(out: usize, s0: f32, s1: f32, s2: f32, s3: f32, r: i32, q: i32, n: i32, bias: usize, act: i32, acc: i32): void {
+  finish(out + f4(<usize>r), s0, bias, r, act, acc);
+  if (n > 1) finish(out + f4(<usize>(r + q)), s1, bias, r + q, act, acc);
+  if (n > 2) finish(out + f4(<usize>(r + 2 * q)), s2, bias, r + 2 * q, act, acc);
+  if (n > 3) finish(out + f4(<usize>(r + 3 * q)), s3, bias, r + 3 * q, act, acc);
+}
+
 /**
- * 16-bit pass over rows ra, rb, rc, rd (weights as `w16` kind; rows past the first `n` are repeats of ra, computed but
- * not stored): four weight streams in flight, one row from each quarter of the thread's range, with two accumulators
- * per row (columns k..k+3 and k+4..k+7 of each 8) so that the eight fit V8's vector registers with the two x vectors.
+ * 16-bit pass over rows ra + j·q (weights as `w16` kind; see quadRows): four weight streams in flight, one row from
+ * each quarter of the thread's range, with two accumulators per row (columns k..k+3 and k+4..k+7 of each 8) so that
+ * the eight fit V8's vector registers with the two x vectors.
  * Against two rows with four accumulators each: [16384, 768] bf16 matrices cycled from memory, one thread 5.2 → 6.2
  * GMAC/s, two 9.7 → 11.4–12.0; decode 0.1B, 2 threads, +15% (bf16) and +18% (f16).
  */
-@inline function quad16(out: usize, xt: usize, W: usize, K: i32, ra: i32, rb: i32, rc: i32, rd: i32, n: i32, bias: usize, act: i32, acc: i32, kind: i32, mul: v128): u32 {
+@inline function quad16(out: usize, xt: usize, W: usize, K: i32, ra: i32, q: i32, n: i32, bias: usize, act: i32, acc: i32, kind: i32, mul: v128): u32 {
+  const rb = quadRow(ra, q, n, 1), rc = quadRow(ra, q, n, 2), rd = quadRow(ra, q, n, 3);
   const rowB = <usize>K << 1;
   let pa = W + <usize>ra * rowB, pb = W + <usize>rb * rowB, pc = W + <usize>rc * rowB, pd = W + <usize>rd * rowB, xp = xt;
   const end = pa + rowB;
@@ -130,10 +153,7 @@ export function mv_f32(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32,
     d0 = madd(w16(u, true, kind, mul), xl, d0); d1 = madd(w16(u, false, kind, mul), xh, d1);
     pb += 16; pc += 16; pd += 16; xp += 32;
   }
-  finish(out + f4(<usize>ra), hsum(f32x4.add(a0, a1)), bias, ra, act, acc);
-  if (n > 1) finish(out + f4(<usize>rb), hsum(f32x4.add(b0, b1)), bias, rb, act, acc);
-  if (n > 2) finish(out + f4(<usize>rc), hsum(f32x4.add(c0, c1)), bias, rc, act, acc);
-  if (n > 3) finish(out + f4(<usize>rd), hsum(f32x4.add(d0, d1)), bias, rd, act, acc);
+  finishQuad(out, hsum(f32x4.add(a0, a1)), hsum(f32x4.add(b0, b1)), hsum(f32x4.add(c0, c1)), hsum(f32x4.add(d0, d1)), ra, q, n, bias, act, acc);
   return pf;
 }
 
@@ -144,11 +164,7 @@ export function mv_f32(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32,
   let pf: u32 = 0;
   for (let t = 0; t < T; t++) {
     const xt = x + f4(<usize>(t * xs)), ot = out + f4(<usize>(t * os));
-    for (let i = 0; i < q; i++) {
-      const ra = lo + i, rb = ra + q, rc = rb + q, rd = rc + q;
-      const n = rd < hi ? 4 : rc < hi ? 3 : rb < hi ? 2 : 1;
-      pf |= quad16(ot, xt, W, K, ra, n > 1 ? rb : ra, n > 2 ? rc : ra, n > 3 ? rd : ra, n, bias, act, acc, kind, mul);
-    }
+    for (let i = 0; i < q; i++) pf |= quad16(ot, xt, W, K, lo + i, q, quadRows(lo + i, q, hi), bias, act, acc, kind, mul);
   }
   sink |= pf;
 }
@@ -182,13 +198,13 @@ export function mv_f16x(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32
 }
 
 /**
- * int8 pass over rows ra, rb, rc, rd of one token (xt: its int16 values, xscale: their scale; rows past the first
- * `n` are repeats of ra, computed but not stored). Four rows, one from each quarter of the thread's range: four
- * weight streams in flight, which the int8 rows need to keep the memory busy (per byte they take twice the work of
- * 16-bit rows): [16384, 768] int8, 302 MB of matrices cycled, one thread 8.3 → 9.8 GMAC/s, two 15.4 → 19.3
+ * int8 pass over rows ra + j·q of one token (xt: its int16 values, xscale: their scale; see quadRows). Four rows,
+ * one from each quarter of the thread's range: four weight streams in flight, which the int8 rows need to keep the
+ * memory busy (per byte they take twice the work of 16-bit rows): [16384, 768] int8, 302 MB of matrices cycled, one thread 8.3 → 9.8 GMAC/s, two 15.4 → 19.3
  * against two rows per pass. Each row's sum is taken as before (same partial sums, same order): the same bits.
  */
-@inline function quadI8(out: usize, xt: usize, xscale: f32, W: usize, K: i32, sc: usize, ra: i32, rb: i32, rc: i32, rd: i32, n: i32, bias: usize, act: i32, acc: i32): u32 {
+@inline function quadI8(out: usize, xt: usize, xscale: f32, W: usize, K: i32, sc: usize, ra: i32, q: i32, n: i32, bias: usize, act: i32, acc: i32): u32 {
+  const rb = quadRow(ra, q, n, 1), rc = quadRow(ra, q, n, 2), rd = quadRow(ra, q, n, 3);
   const G = K >> 6;
   const wa = W + <usize>ra * <usize>K, wb = W + <usize>rb * <usize>K, wc = W + <usize>rc * <usize>K, wd = W + <usize>rd * <usize>K;
   const sa = sc + f4(<usize>ra * <usize>G), sb = sc + f4(<usize>rb * <usize>G), sc2 = sc + f4(<usize>rc * <usize>G), sd = sc + f4(<usize>rd * <usize>G);
@@ -203,10 +219,7 @@ export function mv_f16x(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32
     fc = madd(f32x4.convert_i32x4_s(dotI8(wc + wg, xp, x0, x1, x2, x3)), v128.load32_splat(sc2 + f4(<usize>g)), fc);
     fd = madd(f32x4.convert_i32x4_s(dotI8(wd + wg, xp, x0, x1, x2, x3)), v128.load32_splat(sd + f4(<usize>g)), fd);
   }
-  finish(out + f4(<usize>ra), hsum(fa) * xscale, bias, ra, act, acc);
-  if (n > 1) finish(out + f4(<usize>rb), hsum(fb) * xscale, bias, rb, act, acc);
-  if (n > 2) finish(out + f4(<usize>rc), hsum(fc) * xscale, bias, rc, act, acc);
-  if (n > 3) finish(out + f4(<usize>rd), hsum(fd) * xscale, bias, rd, act, acc);
+  finishQuad(out, hsum(fa) * xscale, hsum(fb) * xscale, hsum(fc) * xscale, hsum(fd) * xscale, ra, q, n, bias, act, acc);
   return pf;
 }
 
@@ -218,11 +231,7 @@ export function mv_i8(lo: i32, hi: i32, out: usize, xq: usize, W: usize, K: i32,
   for (let t = 0; t < T; t++) {
     const xt = xq + ((<usize>t * <usize>K) << 1), ot = out + f4(<usize>(t * os));
     const xscale = load<f32>(xsc + f4(<usize>t));
-    for (let i = 0; i < q; i++) {
-      const ra = lo + i, rb = ra + q, rc = rb + q, rd = rc + q;
-      const n = rd < hi ? 4 : rc < hi ? 3 : rb < hi ? 2 : 1;
-      pf |= quadI8(ot, xt, xscale, W, K, sc, ra, n > 1 ? rb : ra, n > 2 ? rc : ra, n > 3 ? rd : ra, n, bias, act, acc);
-    }
+    for (let i = 0; i < q; i++) pf |= quadI8(ot, xt, xscale, W, K, sc, lo + i, q, quadRows(lo + i, q, hi), bias, act, acc);
   }
   sink |= pf;
 }
@@ -370,7 +379,7 @@ export function mm(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T: 
   const Ku = <usize>K, park = scratch + (min(Ku, KB) << 4);
   const tiles = (hi - lo) >> 2, step = tileStep(dtype, tiles, T);
   for (let i = 0; i < tiles; i++) {
-    const r = step == 1 ? lo + (i << 2) : lo + i;
+    const r = step == 1 ? lo + (i << 2) : lo + i; // first row of tile i
     for (let k0: usize = 0; k0 < Ku; k0 += KB) {
       const k1 = min(k0 + KB, Ku), first = k0 == 0, last = k1 == Ku;
       widenTile(scratch, W, K, r, step, k0, k1, dtype, sc, shift);
@@ -443,7 +452,7 @@ export function mmp(lo: i32, hi: i32, out: usize, x: usize, W: usize, K: i32, T:
   const rowBytes = f4(<usize>K);
   const tiles = (hi - lo) >> 2, step = tileStep(dtype, tiles, T);
   for (let i = 0; i < tiles; i++) {
-    const r = step == 1 ? lo + (i << 2) : lo + i;
+    const r = step == 1 ? lo + (i << 2) : lo + i; // first row of tile i
     widenTile(scratch, W, K, r, step, 0, <usize>K, dtype, sc, shift);
     const wEnd = scratch + (rowBytes << 2);
     let t = 0;
