@@ -539,25 +539,37 @@ export function wkv(lo: i32, hi: i32, segs: usize, r: usize, w: usize, k: usize,
       store<f64>(tk + d, <f64>load<f32>(k + q));
       store<f64>(tr + d, <f64>load<f32>(r + q));
     }
+    // Rows i and i + 1 together: two independent chains of adds (each row's sums in the same order as one row
+    // alone: the same bits), and each key-side vector loaded once for both.
     const vp = v + o, yp = y + o;
-    for (let i = 0; i < N; i++) {
-      const row = s + f4(<usize>i) * <usize>N;
-      let sa = f64x2.splat(0);
+    for (let i = 0; i < N; i += 2) {
+      const ra = s + f4(<usize>i) * <usize>N, rb = ra + nb;
+      let saA = f64x2.splat(0), saB = saA;
       for (let j: usize = 0; j < nb; j += 16) {
-        const sj = v128.load(row + j), d = j << 1;
-        sa = f64x2.add(sa, f64x2.add(f64x2.mul(lo64(sj), v128.load(tkk + d)), f64x2.mul(hi64(sj), v128.load(tkk + d, 16))));
+        const d = j << 1, k0 = v128.load(tkk + d), k1 = v128.load(tkk + d, 16);
+        const sA = v128.load(ra + j), sB = v128.load(rb + j);
+        saA = f64x2.add(saA, f64x2.add(f64x2.mul(lo64(sA), k0), f64x2.mul(hi64(sA), k1)));
+        saB = f64x2.add(saB, f64x2.add(f64x2.mul(lo64(sB), k0), f64x2.mul(hi64(sB), k1)));
       }
-      const sav = f64x2.splat(-hsum64(sa));
-      const viv = f64x2.splat(<f64>load<f32>(vp + f4(<usize>i)));
-      let ya = f64x2.splat(0);
+      const savA = f64x2.splat(-hsum64(saA)), savB = f64x2.splat(-hsum64(saB));
+      const vivA = f64x2.splat(<f64>load<f32>(vp + f4(<usize>i))), vivB = f64x2.splat(<f64>load<f32>(vp + f4(<usize>i), 4));
+      let yaA = f64x2.splat(0), yaB = yaA;
       for (let j: usize = 0; j < nb; j += 16) {
-        const sj = v128.load(row + j), d = j << 1;
-        const nL = f64x2.add(f64x2.add(f64x2.mul(lo64(sj), v128.load(tw + d)), f64x2.mul(sav, v128.load(tka + d))), f64x2.mul(viv, v128.load(tk + d)));
-        const nH = f64x2.add(f64x2.add(f64x2.mul(hi64(sj), v128.load(tw + d, 16)), f64x2.mul(sav, v128.load(tka + d, 16))), f64x2.mul(viv, v128.load(tk + d, 16)));
-        v128.store(row + j, demote4(nL, nH));
-        ya = f64x2.add(ya, f64x2.add(f64x2.mul(nL, v128.load(tr + d)), f64x2.mul(nH, v128.load(tr + d, 16))));
+        const d = j << 1;
+        const sA = v128.load(ra + j), sB = v128.load(rb + j);
+        const w0 = v128.load(tw + d), a0 = v128.load(tka + d), kv0 = v128.load(tk + d), r0 = v128.load(tr + d);
+        const nLA = f64x2.add(f64x2.add(f64x2.mul(lo64(sA), w0), f64x2.mul(savA, a0)), f64x2.mul(vivA, kv0));
+        const nLB = f64x2.add(f64x2.add(f64x2.mul(lo64(sB), w0), f64x2.mul(savB, a0)), f64x2.mul(vivB, kv0));
+        const w1 = v128.load(tw + d, 16), a1 = v128.load(tka + d, 16), kv1 = v128.load(tk + d, 16), r1 = v128.load(tr + d, 16);
+        const nHA = f64x2.add(f64x2.add(f64x2.mul(hi64(sA), w1), f64x2.mul(savA, a1)), f64x2.mul(vivA, kv1));
+        const nHB = f64x2.add(f64x2.add(f64x2.mul(hi64(sB), w1), f64x2.mul(savB, a1)), f64x2.mul(vivB, kv1));
+        v128.store(ra + j, demote4(nLA, nHA));
+        v128.store(rb + j, demote4(nLB, nHB));
+        yaA = f64x2.add(yaA, f64x2.add(f64x2.mul(nLA, r0), f64x2.mul(nHA, r1)));
+        yaB = f64x2.add(yaB, f64x2.add(f64x2.mul(nLB, r0), f64x2.mul(nHB, r1)));
       }
-      store<f32>(yp + f4(<usize>i), <f32>hsum64(ya));
+      store<f32>(yp + f4(<usize>i), <f32>hsum64(yaA));
+      store<f32>(yp + f4(<usize>i), <f32>hsum64(yaB), 4);
     }
   }
 }
