@@ -179,6 +179,46 @@ test('layout16: bf16 and f16 repacks, conversions, shifts = the old per-element 
   }
 });
 
+test('layout16 read into place (fill) goes through the wasm kernel: the old layout and shift; a non-finite value reads `data`', async () => {
+  // cols = K: the rows are read straight into wasm memory and permuted and checked there (wasm/load.ts pair16);
+  // 700 x 768 spans several read chunks, and the odd values sit in a late one
+  for (const target of ['bf16', 'f16'] as const) {
+    const dtype = target === 'bf16' ? 'BF16' : 'F16';
+    const be = await createWasmBackend({ dtype: target, threads: 1 });
+    try {
+      for (const [rows, cols] of [[5, 64], [700, 768], [9, 3072]] as const) {
+        const base = target === 'bf16' ? patterns(rows * cols, 'BF16', 0x60, 0x85) : patterns(rows * cols, 'F16', 0, 0x14);
+        const cases: Array<[string, Uint16Array, boolean]> = [['plain', base, false]];
+        if (target === 'f16') { const big = base.slice(); big[big.length - 7] = 0x5400; cases.push(['one value >= 64', big, false]); }
+        const odd = base.slice();
+        odd[odd.length - 3] = target === 'bf16' ? 0x7fc0 : 0x7e00; // NaN (a checkpoint loaded with allowNonFinite)
+        odd[odd.length - 2] = target === 'bf16' ? 0xff80 : 0xfc00; // -Inf
+        cases.push(['non-finite', odd, true]);
+        for (const [what, data, nonFinite] of cases) {
+          let dataReads = 0, checkedFills = 0;
+          const m: HostMatrix = {
+            name: 'm', rows, cols, dtype,
+            get data() { dataReads++; return data; },
+            fill(dst, row, n, unchecked) { dst.set(data.subarray(row * cols, (row + n) * cols)); if (!unchecked) checkedFills++; },
+          };
+          const K = paddedCols(cols, target), R = paddedRows(rows);
+          const want = new Uint16Array(R * K);
+          const shift = oldLayout16(mat16('m', rows, cols, dtype, data), want, K, target);
+          const W = be.matrix(m) as unknown as { ptr: number; f16Shift: number };
+          const mem = (be as unknown as { memory: WebAssembly.Memory }).memory.buffer;
+          const label = `${target} ${rows}x${cols} ${what}`;
+          assert.equal(W.f16Shift, shift, `${label}: shift`);
+          same(new Uint16Array(mem, W.ptr, R * K), want, label);
+          assert.equal(checkedFills, 0, `${label}: the kernel checks the values`);
+          assert.equal(dataReads > 0, nonFinite, `${label}: data read (the whole-tensor check) exactly when a value is not finite`);
+        }
+      }
+    } finally {
+      await be.dispose();
+    }
+  }
+});
+
 test('layoutF32 = the old per-element code (f32, bf16, f16 sources)', () => {
   for (const [rows, cols] of [[5, 64], [3, 13], [4, 200]] as const) {
     const K = paddedCols(cols, 'f32'), R = paddedRows(rows);

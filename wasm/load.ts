@@ -153,3 +153,22 @@ export function f16_as_bf16(p: usize, n: i32, shift: i32): i32 {
   }
   return 1;
 }
+
+/**
+ * layout16's permutation in place (src/backends/wasm/layout.ts, `interleave`): n 16-bit patterns at p (n % 8 == 0),
+ * each group of 8 from natural order to [w0 w4 w1 w5 w2 w6 w3 w7], one shuffle per group; fused with the checks
+ * of the values read: returns bit 0 set if a pattern has the exponent `expo` all ones (inf/nan: bf16 0x7f80, f16
+ * 0x7c00), bit 1 if (h & 0x7fff) ≥ `big` (f16: |w| ≥ 64, which ×2^10 would overflow; 0x8000: never).
+ */
+export function pair16(p: usize, n: i32, expo: i32, big: i32): i32 {
+  const end = p + (<usize>n << 1);
+  const E = i16x8.splat(<i16>expo), mag = i16x8.splat(0x7fff), B = i16x8.splat(<i16>(big - 1));
+  let bad = i16x8.splat(0), large = bad;
+  for (let q = p; q < end; q += 16) {
+    const v = v128.load(q);
+    bad = v128.or(bad, i16x8.eq(v128.and(v, E), E));
+    large = v128.or(large, i16x8.gt_s(v128.and(v, mag), B)); // h & 0x7fff > big - 1 (both below 2^15: signed compare)
+    v128.store(q, i8x16.shuffle(v, v, 0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15));
+  }
+  return (v128.any_true(bad) ? 1 : 0) | (v128.any_true(large) ? 2 : 0);
+}

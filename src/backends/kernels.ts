@@ -51,11 +51,13 @@ export interface Mat {
  * block type takes the blocks as they are (no re-rounding).
  * `fill` (16-bit matrices of files read by offset): writes rows [row, row + n) of `data` (n·cols values, natural
  * order) into `dst`, straight from the file and checked as `data` is, so that a backend can read a matrix into its
- * own memory with no host copy of it; `data` is then read only if something asks for it.
+ * own memory with no host copy of it; `data` is then read only if something asks for it. With `unchecked`, the
+ * caller checks the values itself (in a pass it makes over them anyway) and, if one is not finite, reads `data`:
+ * that checks the whole tensor and throws the error `data` gives (or, where non-finite values are allowed, returns).
  */
 export type HostMatrix =
   | { name: string; rows: number; cols: number; dtype: 'F32'; data: Float32Array; blocks?: HostBlocks }
-  | { name: string; rows: number; cols: number; dtype: 'BF16' | 'F16'; data: Uint16Array; blocks?: HostBlocks; fill?: (dst: Uint16Array, row: number, n: number) => void };
+  | { name: string; rows: number; cols: number; dtype: 'BF16' | 'F16'; data: Uint16Array; blocks?: HostBlocks; fill?: (dst: Uint16Array, row: number, n: number, unchecked?: boolean) => void };
 
 /** ggml Q4_0 (18 bytes per 32 values) or Q8_0 (34 bytes) blocks, row-major. */
 export interface HostBlocks {

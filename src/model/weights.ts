@@ -191,10 +191,11 @@ function fillable(t: TensorRef, rows: number, cols: number, finite: FiniteCheck,
   return {
     name: t.name, rows, cols, dtype,
     get data() { return whole(); },
-    fill(dst, row, n) {
+    fill(dst, row, n, unchecked = false) {
       if (row < 0 || n < 0 || row + n > rows || dst.length < n * cols) throw new RangeError(`fill: rows [${row}, ${row + n}) of ${t.name} into ${dst.length} values`);
       const part = dst.subarray(0, n * cols);
       readInto(new Uint8Array(part.buffer, part.byteOffset, part.byteLength), row * cols * 2);
+      if (unchecked) return; // the caller checks (see HostMatrix.fill)
       try {
         finite(t.name, part, dtype);
       } catch (e) {

@@ -19,7 +19,7 @@ import { platform, type AssetName } from '../../platform/index.js';
 import { INT8_GROUP, QBLOCK, storageDType } from '../quant.js';
 import {
   DTYPE_CODE, DTYPE_Q4X4, HEAP_BASE, LOAD_STAGE_BYTES, PREFETCH_PAD, WASM_MAX_BYTES, blockCodeBytes, layout16, layoutBlocks, layoutQ4x4, layoutF32, layoutInt8, matrixBytes,
-  paddedCols, paddedRows, type WasmLoader,
+  paddedCols, paddedRows, type Pair16, type WasmLoader,
 } from './layout.js';
 
 export { matrixBytes, WASM_MAX_BYTES } from './layout.js';
@@ -79,6 +79,7 @@ interface Kernels {
   prefetch_distance(): number;
   quant_i8_bf16(q: number, sc: number, src: number, rows: number, cols: number, K: number): number;
   f16_as_bf16(p: number, n: number, shift: number): number;
+  pair16(p: number, n: number, expo: number, big: number): number;
   pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
   scale_x(dst: number, x: number, T: number, xs: number, cols: number, K: number, shift: number): number;
   pack_x2(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
@@ -195,6 +196,8 @@ export class WasmBackend implements Backend {
   private readonly decayLive = new Map<number, number>();
   /** The load kernels' staging area (layout.ts WasmLoader), allocated with the first matrix that uses it. */
   private loader?: WasmLoader;
+  /** layout16's permutation and checks in wasm (wasm/load.ts pair16). */
+  private readonly pair16: Pair16 = (ptr, n, expo, big) => this.k.pair16(ptr, n, expo, big);
 
   constructor(
     readonly weightDType: WeightDType,
@@ -319,7 +322,7 @@ export class WasmBackend implements Backend {
     switch (dt) {
       case 'f32': layoutF32(m, new Float32Array(buf, ptr, R * K), K); break;
       case 'bf16': case 'f16':
-        f16Shift = layout16(m, new Uint16Array(buf, ptr, R * K), K, dt);
+        f16Shift = layout16(m, new Uint16Array(buf, ptr, R * K), K, dt, this.pair16);
         // f16 values that bf16 holds exactly (f16 made from bf16 weights) multiply faster as bf16 (wasm/load.ts)
         if (dt === 'f16' && this.k.f16_as_bf16(ptr, R * K, f16Shift)) { code = DTYPE_CODE.bf16; f16Shift = 0; }
         break;

@@ -133,7 +133,7 @@ function bigF16(w: Uint32Array, i: number, n: number): boolean {
  * A matrix already in the target type is a pure 16-bit permutation, done a group of 8 (four 32-bit words) at a time;
  * anything else is converted a row at a time into natural order first (round to nearest even, as before).
  */
-export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf16' | 'f16'): number {
+export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf16' | 'f16', pair?: Pair16): number {
   const { rows, cols } = m;
   const same = (target === 'bf16' && m.dtype === 'BF16') || (target === 'f16' && m.dtype === 'F16');
   const d32 = new Uint32Array(dst.buffer, dst.byteOffset, dst.length >> 1); // K % 16 == 0; wasm allocations are 64-aligned
@@ -148,7 +148,14 @@ export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf
     const stage32 = stage && new Uint32Array(stage.buffer);
     for (let r0 = 0; r0 < rows; r0 += per) {
       const n = Math.min(per, rows - r0);
-      if (!stage) {
+      if (!stage && pair) {
+        // the permutation and the checks in one wasm pass over the rows just read (wasm/load.ts pair16)
+        const part = dst.subarray(r0 * K, (r0 + n) * K);
+        fill(part, r0, n, true);
+        const flags = pair(part.byteOffset, n * K, target === 'bf16' ? 0x7f80 : 0x7c00, target === 'f16' ? 0x5400 : 0x8000);
+        if (flags & 1) void m.data; // a non-finite value: the whole tensor's check (its error, or allowed)
+        if (flags & 2) big = true;
+      } else if (!stage) {
         fill(dst.subarray(r0 * K, (r0 + n) * K), r0, n);
         if (target === 'f16' && !big) big = bigF16(d32, (r0 * K) >> 1, n * K);
         interleave(d32, (r0 * K) >> 1, d32, (r0 * K) >> 1, n * G);
@@ -187,6 +194,9 @@ export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf
   shiftF16(dst, rows * K);
   return F16_SHIFT;
 }
+
+/** wasm/load.ts pair16: (pointer, values, exponent mask, f16 bound) → flags (1: inf/nan seen, 2: a value ≥ the bound). */
+export type Pair16 = (ptr: number, n: number, expo: number, big: number) => number;
 
 /** Bytes of 16-bit rows read from a file at a time by layout16 (small enough to stay in cache while permuted). */
 const FILL_CHUNK_BYTES = 256 * 1024;
