@@ -339,6 +339,31 @@ function assertFormatError(bytes: Uint8Array, re: RegExp, label: string): void {
   }, label);
 }
 
+test('a GGUF Q8_0 block with a NaN scale is refused by tensor name (matrix and embedding, kept as blocks), unless allowNonFinite', async () => {
+  const pth = shared('fixtures/models/tiny-l2-d128.pth');
+  const clean = convertInMemory(pth, 'q8_0', 'tiny');
+  const infos = new Map(parseGguf(bytesSource(clean, 'tiny-q8_0.gguf')).tensors.map((t) => [t.name, t]));
+  for (const [ggufName, canon] of [['blk.1.time_mix_key.weight', 'blocks.1.att.key.weight'], ['token_embd.weight', 'emb.weight']] as const) {
+    const info = infos.get(ggufName)!;
+    assert.equal(info.type.name, 'Q8_0', ggufName);
+    const bytes = clean.slice();
+    bytes[info.fileOffset + 34] = 0x00; bytes[info.fileOffset + 35] = 0x7e; // block 1's f16 scale: NaN (32 NaN values)
+    for (const backendName of ['wasm', 'js'] as const) {
+      const load = async (allowNonFinite: boolean) => {
+        const g = openGguf(bytesSource(bytes, 'poisoned.gguf'));
+        try {
+          const ck = asCheckpoint(g);
+          const config = configFromCheckpoint(ck);
+          const backend = await createBackend(backendName, { dtype: 'q8_0', threads: 1 });
+          try { loadWeights(ck, config, backend, { allowNonFinite }); } finally { await backend.dispose(); }
+        } finally { g.close(); }
+      };
+      await assert.rejects(load(false), (e: Error) => e instanceof FormatError && new RegExp(`tensor ${canon.replace(/\./g, '\\.')} holds 32 non-finite values \\(the first, NaN, at element 32\\)`).test(e.message), `${ggufName} on ${backendName}`);
+      await load(true);
+    }
+  }
+});
+
 test('fuzzed GGUF headers: lying counts, lengths, offsets, dimensions and types are FormatErrors naming the field', () => {
   const ok = parseGguf(bytesSource(tinyGguf(), 'ok.gguf'));
   assert.deepEqual([ok.tensors[0]!.fileOffset, ok.tensors[0]!.nbytes, ok.dataOffset], [160, 256, 160]);

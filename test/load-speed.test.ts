@@ -179,7 +179,7 @@ test('layout16: bf16 and f16 repacks, conversions, shifts = the old per-element 
   }
 });
 
-test('layout16 read into place (fill) goes through the wasm kernel: the old layout and shift; a non-finite value reads `data`', async () => {
+test('layout16 in the wasm backend (read into place, or copied from data) = the old layout and shift; a non-finite value read into place reads `data`', async () => {
   // cols = K: the rows are read straight into wasm memory and permuted and checked there (wasm/load.ts pair16);
   // 700 x 768 spans several read chunks, and the odd values sit in a late one
   for (const target of ['bf16', 'f16'] as const) {
@@ -195,6 +195,13 @@ test('layout16 read into place (fill) goes through the wasm kernel: the old layo
         odd[odd.length - 2] = target === 'bf16' ? 0xff80 : 0xfc00; // -Inf
         cases.push(['non-finite', odd, true]);
         for (const [what, data, nonFinite] of cases) {
+          // without `fill` (data in host memory, checked when it was read): copied into place, permuted and
+          // rescaled in wasm
+          const K0 = paddedCols(cols, target), R0 = paddedRows(rows), want0 = new Uint16Array(R0 * K0);
+          const shift0 = oldLayout16(mat16('m', rows, cols, dtype, data), want0, K0, target);
+          const W0 = be.matrix(mat16('m', rows, cols, dtype, data)) as unknown as { ptr: number; f16Shift: number };
+          assert.equal(W0.f16Shift, shift0, `${target} ${rows}x${cols} ${what} (data): shift`);
+          same(new Uint16Array((be as unknown as { memory: WebAssembly.Memory }).memory.buffer, W0.ptr, R0 * K0), want0, `${target} ${rows}x${cols} ${what} (data)`);
           let dataReads = 0, checkedFills = 0;
           const m: HostMatrix = {
             name: 'm', rows, cols, dtype,
@@ -237,8 +244,10 @@ test('layoutF32 = the old per-element code (f32, bf16, f16 sources)', () => {
   }
 });
 
-test('matrixBlocks and layoutBlocks (q4, q8_0) = the old code, from float sources and from a file\'s blocks', () => {
-  for (const [rows, cols] of [[5, 64], [3, 100], [6, 256]] as const) {
+test('matrixBlocks and layoutBlocks (q4, q8_0) = the old code, from float sources and from a file\'s blocks (JS, and the wasm backend\'s split_blocks)', async () => {
+  const backends = { q4: await createWasmBackend({ dtype: 'q4', threads: 1 }), q8_0: await createWasmBackend({ dtype: 'q8_0', threads: 1 }) };
+  try {
+  for (const [rows, cols] of [[5, 64], [3, 100], [6, 256], [70, 3072]] as const) {
     const sources: HostMatrix[] = [
       mat16('m', rows, cols, 'BF16', patterns(rows * cols, 'BF16', 0x60, 0x85)),
       mat16('m', rows, cols, 'F16', patterns(rows * cols, 'F16', 0, 0x1e)), // some scales ≥ 64: not shifted
@@ -256,9 +265,19 @@ test('matrixBlocks and layoutBlocks (q4, q8_0) = the old code, from float source
           assert.equal(sh1, sh0, `layoutBlocks ${dt} shift`);
           same(c1, c0, `layoutBlocks ${dt} codes from ${m.dtype}${mm.blocks ? ' blocks' : ''} ${rows}x${cols}`);
           same(s1, s0, `layoutBlocks ${dt} scales from ${m.dtype}${mm.blocks ? ' blocks' : ''} ${rows}x${cols}`);
+          // the backend's own path: the blocks staged into wasm memory and split there (70 x 3072: several chunks)
+          const w = backends[dt].matrix(mm) as unknown as { ptr: number; sc: number; f16Shift: number };
+          const mem = (backends[dt] as unknown as { memory: WebAssembly.Memory }).memory.buffer;
+          assert.equal(w.f16Shift, sh0, `wasm layoutBlocks ${dt} shift`);
+          same(new Uint8Array(mem, w.ptr, cb), c0, `wasm layoutBlocks ${dt} codes from ${m.dtype}${mm.blocks ? ' blocks' : ''} ${rows}x${cols}`);
+          same(new Uint16Array(mem, w.sc, R * (K / QBLOCK)), s0, `wasm layoutBlocks ${dt} scales from ${m.dtype}${mm.blocks ? ' blocks' : ''} ${rows}x${cols}`);
         }
       }
     }
+  }
+  } finally {
+    await backends.q4.dispose();
+    await backends.q8_0.dispose();
   }
 });
 

@@ -172,3 +172,49 @@ export function pair16(p: usize, n: i32, expo: i32, big: i32): i32 {
   }
   return (v128.any_true(bad) ? 1 : 0) | (v128.any_true(large) ? 2 : 0);
 }
+
+/**
+ * layout16's f16 rescale in place (src/backends/wasm/layout.ts shiftF16): n f16 patterns at p (n % 8 == 0), none
+ * with |w| ≥ 64, times 2^10 exactly. A normal value gains 10 in its exponent field (at most 20 + 10: no overflow, no
+ * carry into the sign); a subnormal m·2^-24 becomes the normal m·2^-14, its pattern taken from the f32 m = 2^p·1.f
+ * (exact, m < 2^10): exponent field p + 1, mantissa f, i.e. (bits(f32(m)) >> 13) − (126 << 10); ±0 stays.
+ */
+export function shift_f16(p: usize, n: i32): void {
+  const end = p + (<usize>n << 1);
+  const EXP = i16x8.splat(0x7c00), MAG = i16x8.splat(0x7fff), SIGN = i16x8.splat(<i16>0x8000), ADD = i16x8.splat(10 << 10);
+  const Z = i16x8.splat(0), BIAS = i32x4.splat(126 << 10);
+  for (let q = p; q < end; q += 16) {
+    const v = v128.load(q);
+    const mag = v128.and(v, MAG), zeroExp = i16x8.eq(v128.and(v, EXP), Z);
+    let out = v128.bitselect(v, i16x8.add(v, ADD), zeroExp);
+    const sub = v128.andnot(zeroExp, i16x8.eq(mag, Z)); // exponent 0, mantissa not 0
+    if (v128.any_true(sub)) {
+      const lo = i32x4.sub(i32x4.shr_u(f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(mag)), 13), BIAS);
+      const hi = i32x4.sub(i32x4.shr_u(f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(mag)), 13), BIAS);
+      out = v128.bitselect(v128.or(i16x8.narrow_i32x4_u(lo, hi), v128.and(v, SIGN)), out, sub);
+    }
+    v128.store(q, out);
+  }
+}
+
+/**
+ * layoutBlocks's split (src/backends/wasm/layout.ts) of `rows` rows of `nb` ggml blocks at src (`bb` bytes each:
+ * 34 Q8_0, 18 Q4_0; an f16 scale, then the codes) into the codes ([rows, rowBytes] from `codes`, a block's codes
+ * after the previous one's) and the scales ([rows, sStride] u16 from `scales`). Returns 1 if a scale's magnitude is
+ * 0x5400 or more (|d| ≥ 64: ×2^10 would overflow, see shiftScales), else 0.
+ */
+export function split_blocks(codes: usize, scales: usize, src: usize, rows: i32, nb: i32, bb: i32, rowBytes: i32, sStride: i32): i32 {
+  let big: u32 = 0;
+  const cb = <usize>(bb - 2);
+  for (let r = 0; r < rows; r++) {
+    let s = src + <usize>(r * nb * bb), c = codes + <usize>(r * rowBytes), d = scales + (<usize>(r * sStride) << 1);
+    for (let b = 0; b < nb; b++, s += <usize>bb, c += cb, d += 2) {
+      const h = load<u16>(s);
+      store<u16>(d, h);
+      big |= <u32>((h & 0x7fff) >= 0x5400);
+      v128.store(c, v128.load(s, 2));
+      if (cb == 32) v128.store(c, v128.load(s, 18), 16);
+    }
+  }
+  return <i32>big;
+}

@@ -23,7 +23,7 @@
  * of the a-LoRA. They are unused and dropped when reading; the writer recreates them.
  */
 import { FormatError } from '../errors.js';
-import { readExact } from './source.js';
+import { readExact, readExactInto } from './source.js';
 import { transposeBytes } from './layouts.js';
 import { dequantize, type GgmlTypeInfo } from './gguf-quant.js';
 import type { GgufFile, GgufTensorInfo, GgufKV } from './gguf.js';
@@ -214,12 +214,20 @@ export function rwkv7ToCanonical(g: GgufFile): { tensors: Map<string, GgufTensor
     const canonShape = rel === 'vector' ? [1, 1, C] : rel === 'r_k' ? [C / headSize, headSize]
       : rel === 'transpose' ? [t.shape[1]!, t.shape[0]!] : [...t.shape];
     const transposed = rel === 'transpose';
+    // a float tensor stored as the canonical one is read by offset (TensorRef.readInto: no copy of it in memory)
+    const plain = !transposed && dtype === t.type.name;
     put({
       name: canon, dtype, shape: canonShape,
       read: () => {
         const d = decoded(g, t);
         return transposed ? transposeBytes(d.bytes, t.shape[0]!, t.shape[1]!, ES[d.dtype]!) : d.bytes;
       },
+      ...(plain ? {
+        readInto: (dst: Uint8Array, start = 0) => {
+          if (!Number.isSafeInteger(start) || start < 0 || start + dst.length > t.nbytes) throw new RangeError(`readInto: bytes [${start}, ${start + dst.length}) of ${t.name} (${t.nbytes} bytes)`);
+          readExactInto(g.src, t.fileOffset + start, dst);
+        },
+      } : {}),
       ggml: { name: t.name, type: t.type, fileShape: t.shape, transposed, readRaw: raw },
     });
   }

@@ -12,7 +12,8 @@ import type { GgufTensorRef } from '../formats/gguf-rwkv7.js';
 import type { Checkpoint, TensorRef } from '../formats/types.js';
 import type { ModelConfig } from './config.js';
 import { FormatError } from '../errors.js';
-import { isFloatDType, toFloat32 } from '../formats/dtype.js';
+import { f16ToNumber, isFloatDType, toFloat32 } from '../formats/dtype.js';
+import { dequantize } from '../formats/gguf-quant.js';
 import { assertFinite } from '../formats/finite.js';
 
 export interface AttentionWeights {
@@ -164,11 +165,34 @@ function hostMatrix(t: TensorRef, path: string, transpose: boolean, finite: Fini
     if (transpose) { data = transposed(data, rows, cols, new Uint16Array(rows * cols)); [rows, cols] = [cols, rows]; }
     return { name, rows, cols, dtype: t.dtype, data };
   }
+  const blocks = ggmlBlocks(t, transpose);
+  if (blocks) return blockMatrix(t, path, rows, cols, transpose, blocks, finite);
   let data = toF32(t, path);
   finite(name, data);
-  const blocks = ggmlBlocks(t, transpose);
   if (transpose) { data = transposed(data, rows, cols, new Float32Array(rows * cols)); [rows, cols] = [cols, rows]; }
-  return blocks ? { name, rows, cols, dtype: 'F32', data, blocks } : { name, rows, cols, dtype: 'F32', data };
+  return { name, rows, cols, dtype: 'F32', data };
+}
+
+/**
+ * A GGUF Q4_0/Q8_0 matrix with its blocks (`HostMatrix.blocks`): `data`, their dequantization, is computed only if a
+ * backend asks for it (one that stores another type). The values are finite exactly when the blocks' f16 scales are
+ * (the codes are integers, and a finite scale times a code is finite in f32), so the scales are what is checked; one
+ * that is not finite makes `data` be computed and checked, for the error `data` gives.
+ */
+function blockMatrix(t: TensorRef, path: string, rows: number, cols: number, transpose: boolean, blocks: HostBlocks, finite: FiniteCheck): HostMatrix {
+  let data: Float32Array | undefined;
+  const whole = (): Float32Array => {
+    if (!data) {
+      let d = toF32(t, path);
+      finite(t.name, d);
+      if (transpose) d = transposed(d, rows, cols, new Float32Array(rows * cols));
+      data = d;
+    }
+    return data;
+  };
+  if (!blockScalesFinite(blocks.data, blocks.type === 'Q4_0' ? 18 : 34)) whole();
+  const [R, C] = transpose ? [cols, rows] : [rows, cols];
+  return { name: t.name, rows: R, cols: C, dtype: 'F32', blocks, get data() { return whole(); } };
 }
 
 /**
@@ -219,6 +243,12 @@ function ggmlBlocks(t: TensorRef, transpose: boolean): HostBlocks | undefined {
   return { type, data: g.readRaw() };
 }
 
+/** Whether every Q4_0/Q8_0 block (`bytes` each, its f16 scale first) has a finite scale: its exponent not all ones. */
+function blockScalesFinite(b: Uint8Array, bytes: number): boolean {
+  for (let o = 0; o + 1 < b.length; o += bytes) if ((b[o + 1]! & 0x7c) === 0x7c) return false;
+  return true;
+}
+
 function transposed<A extends Float32Array | Uint16Array>(src: A, rows: number, cols: number, dst: A): A {
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c]!;
   return dst;
@@ -239,6 +269,21 @@ function embedding(t: TensorRef, config: ModelConfig, path: string, finite: Fini
         for (let i = 0; i < C; i++) { bits[0] = u16[base + i]! << 16; out[i] = cvt[0]!; }
       },
     };
+  }
+  const g = (t as GgufTensorRef).ggml;
+  if (g && !g.transposed && (g.type.name === 'Q4_0' || g.type.name === 'Q8_0') && C % 32 === 0) {
+    // a GGUF's quantized table: kept as its blocks, a row dequantized per lookup (exactly the values of `read`)
+    const raw = g.readRaw(), rowBytes = (C / 32) * g.type.typeSize;
+    if (raw.length !== config.vocabSize * rowBytes) throw new FormatError(`${path}: tensor ${t.name} has ${raw.length} bytes, expected ${config.vocabSize * rowBytes}`);
+    if (!blockScalesFinite(raw, g.type.typeSize)) finite(t.name, toF32(t, path)); // the whole table's check and error
+    return { row(id, out) { out.set(dequantize(g.type, raw.subarray(id * rowBytes, (id + 1) * rowBytes), C)); } };
+  }
+  if (t.dtype === 'F16') { // kept as it is (half the memory of f32), widened a row at a time
+    const bytes = t.read();
+    const copy = (bytes.byteOffset & 1) === 0 ? bytes : bytes.slice();
+    const u16 = new Uint16Array(copy.buffer, copy.byteOffset, config.vocabSize * C);
+    finite(t.name, u16, 'F16');
+    return { row(id, out) { for (let i = 0; i < C; i++) out[i] = f16ToNumber(u16[id * C + i]!); } };
   }
   const f32 = toF32(t, path);
   finite(t.name, f32);

@@ -19,7 +19,7 @@ import { platform, type AssetName } from '../../platform/index.js';
 import { INT8_GROUP, QBLOCK, storageDType } from '../quant.js';
 import {
   DTYPE_CODE, DTYPE_Q4X4, HEAP_BASE, LOAD_STAGE_BYTES, PREFETCH_PAD, WASM_MAX_BYTES, blockCodeBytes, layout16, layoutBlocks, layoutQ4x4, layoutF32, layoutInt8, matrixBytes,
-  paddedCols, paddedRows, type Pair16, type WasmLoader,
+  paddedCols, paddedRows, type Layout16Kernels, type WasmLoader,
 } from './layout.js';
 
 export { matrixBytes, WASM_MAX_BYTES } from './layout.js';
@@ -80,6 +80,8 @@ interface Kernels {
   quant_i8_bf16(q: number, sc: number, src: number, rows: number, cols: number, K: number): number;
   f16_as_bf16(p: number, n: number, shift: number): number;
   pair16(p: number, n: number, expo: number, big: number): number;
+  split_blocks(codes: number, scales: number, src: number, rows: number, nb: number, bb: number, rowBytes: number, sStride: number): number;
+  shift_f16(p: number, n: number): void;
   pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
   scale_x(dst: number, x: number, T: number, xs: number, cols: number, K: number, shift: number): number;
   pack_x2(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
@@ -196,8 +198,11 @@ export class WasmBackend implements Backend {
   private readonly decayLive = new Map<number, number>();
   /** The load kernels' staging area (layout.ts WasmLoader), allocated with the first matrix that uses it. */
   private loader?: WasmLoader;
-  /** layout16's permutation and checks in wasm (wasm/load.ts pair16). */
-  private readonly pair16: Pair16 = (ptr, n, expo, big) => this.k.pair16(ptr, n, expo, big);
+  /** layout16's permutation, checks and f16 rescale in wasm (wasm/load.ts pair16, shift_f16). */
+  private readonly layout16Kernels: Layout16Kernels = {
+    pair: (ptr, n, expo, big) => this.k.pair16(ptr, n, expo, big),
+    shift: (ptr, n) => this.k.shift_f16(ptr, n),
+  };
 
   constructor(
     readonly weightDType: WeightDType,
@@ -313,7 +318,7 @@ export class WasmBackend implements Backend {
   matrix(m: HostMatrix): Mat {
     const dt = storageDType(this.weightDType, m.name, m); // int8/q4/q8_0 keep the LoRA factors 16-bit (../quant.ts)
     const K = paddedCols(m.cols, dt), R = paddedRows(m.rows);
-    if (dt === 'int8') this.loader ??= { kernels: this.k, memory: this.memory, stage: this.alloc(LOAD_STAGE_BYTES, 'load staging'), stageBytes: LOAD_STAGE_BYTES };
+    if (dt === 'int8' || dt === 'q4' || dt === 'q8_0') this.loader ??= { kernels: this.k, memory: this.memory, stage: this.alloc(LOAD_STAGE_BYTES, 'load staging'), stageBytes: LOAD_STAGE_BYTES };
     const bytes = matrixBytes(m.rows, m.cols, dt);
     const q4x4 = dt === 'q4' && this.activations === 'q8'; // 4-row groups for the 8-bit-activation kernels (wasm/q4a8.ts)
     const ptr = this.alloc(bytes, `matrix ${m.name} [${m.rows}, ${m.cols}] (${dt})`);
@@ -322,7 +327,7 @@ export class WasmBackend implements Backend {
     switch (dt) {
       case 'f32': layoutF32(m, new Float32Array(buf, ptr, R * K), K); break;
       case 'bf16': case 'f16':
-        f16Shift = layout16(m, new Uint16Array(buf, ptr, R * K), K, dt, this.pair16);
+        f16Shift = layout16(m, new Uint16Array(buf, ptr, R * K), K, dt, this.layout16Kernels);
         // f16 values that bf16 holds exactly (f16 made from bf16 weights) multiply faster as bf16 (wasm/load.ts)
         if (dt === 'f16' && this.k.f16_as_bf16(ptr, R * K, f16Shift)) { code = DTYPE_CODE.bf16; f16Shift = 0; }
         break;
@@ -334,7 +339,7 @@ export class WasmBackend implements Backend {
         const cb = blockCodeBytes(m.rows, m.cols, dt);
         sc = ptr + cb;
         const codes = new Uint8Array(buf, ptr, cb), scales = new Uint16Array(buf, sc, R * (K / QBLOCK));
-        f16Shift = q4x4 ? layoutQ4x4(m, codes, scales, K) : layoutBlocks(m, dt, codes, scales, K);
+        f16Shift = q4x4 ? layoutQ4x4(m, codes, scales, K) : layoutBlocks(m, dt, codes, scales, K, this.loader);
         break;
       }
     }

@@ -66,7 +66,11 @@ export function blockCodeBytes(rows: number, cols: number, dtype: BlockDType): n
  * a chunk at a time for them (small enough to stay in cache between the copy and the kernel).
  */
 export interface WasmLoader {
-  kernels: { quant_i8_bf16(q: number, sc: number, src: number, rows: number, cols: number, K: number): number };
+  kernels: {
+    quant_i8_bf16(q: number, sc: number, src: number, rows: number, cols: number, K: number): number;
+    split_blocks(codes: number, scales: number, src: number, rows: number, nb: number, bb: number, rowBytes: number, sStride: number): number;
+    shift_f16(p: number, n: number): void;
+  };
   memory: WebAssembly.Memory;
   stage: number;
   stageBytes: number;
@@ -133,12 +137,14 @@ function bigF16(w: Uint32Array, i: number, n: number): boolean {
  * A matrix already in the target type is a pure 16-bit permutation, done a group of 8 (four 32-bit words) at a time;
  * anything else is converted a row at a time into natural order first (round to nearest even, as before).
  */
-export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf16' | 'f16', pair?: Pair16): number {
+export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf16' | 'f16', wasm?: Layout16Kernels): number {
   const { rows, cols } = m;
   const same = (target === 'bf16' && m.dtype === 'BF16') || (target === 'f16' && m.dtype === 'F16');
   const d32 = new Uint32Array(dst.buffer, dst.byteOffset, dst.length >> 1); // K % 16 == 0; wasm allocations are 64-aligned
   const G = cols >> 3;
   let big = false; // an f16 value with |w| ≥ 64 (or inf/nan): ×2^10 would overflow
+  // the wasm kernels' arguments: the exponent that marks inf/nan, and the f16 magnitude from which ×2^10 overflows
+  const expo = target === 'bf16' ? 0x7f80 : 0x7c00, bound = target === 'f16' ? 0x5400 : 0x8000;
   if (same && cols % 8 === 0 && 'fill' in m && m.fill) {
     // read from the file a cache-sized chunk of rows at a time, then permuted while hot: in place when the rows
     // are not padded, else from a staging buffer
@@ -148,11 +154,11 @@ export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf
     const stage32 = stage && new Uint32Array(stage.buffer);
     for (let r0 = 0; r0 < rows; r0 += per) {
       const n = Math.min(per, rows - r0);
-      if (!stage && pair) {
+      if (!stage && wasm) {
         // the permutation and the checks in one wasm pass over the rows just read (wasm/load.ts pair16)
         const part = dst.subarray(r0 * K, (r0 + n) * K);
         fill(part, r0, n, true);
-        const flags = pair(part.byteOffset, n * K, target === 'bf16' ? 0x7f80 : 0x7c00, target === 'f16' ? 0x5400 : 0x8000);
+        const flags = wasm.pair(part.byteOffset, n * K, expo, bound);
         if (flags & 1) void m.data; // a non-finite value: the whole tensor's check (its error, or allowed)
         if (flags & 2) big = true;
       } else if (!stage) {
@@ -165,6 +171,12 @@ export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf
         for (let r = 0; r < n; r++) interleave(stage32!, (r * cols) >> 1, d32, ((r0 + r) * K) >> 1, G);
       }
     }
+  } else if (same && cols % 8 === 0 && wasm) {
+    // copied into place, then permuted (and scanned for |w| ≥ 64) in wasm; `data` was checked when it was read
+    const src = m.data as Uint16Array;
+    if (cols === K) dst.set(src.subarray(0, rows * cols));
+    else for (let r = 0; r < rows; r++) dst.set(src.subarray(r * cols, (r + 1) * cols), r * K);
+    if (wasm.pair(dst.byteOffset, rows * K, expo, bound) & 2) big = true;
   } else if (same && cols % 8 === 0 && m.data.byteOffset % 4 === 0) {
     // straight from the source: each row starts on a 16-byte boundary
     const s32 = new Uint32Array(m.data.buffer, m.data.byteOffset, (rows * cols) >> 1);
@@ -191,12 +203,19 @@ export function layout16(m: HostMatrix, dst: Uint16Array, K: number, target: 'bf
     }
   }
   if (target === 'bf16' || big) return 0;
-  shiftF16(dst, rows * K);
+  if (wasm) wasm.shift(dst.byteOffset, rows * K);
+  else shiftF16(dst, rows * K);
   return F16_SHIFT;
 }
 
-/** wasm/load.ts pair16: (pointer, values, exponent mask, f16 bound) → flags (1: inf/nan seen, 2: a value ≥ the bound). */
-export type Pair16 = (ptr: number, n: number, expo: number, big: number) => number;
+/**
+ * layout16's loops in wasm (wasm/load.ts), on its own memory: `pair` permutes n 16-bit patterns in place and returns
+ * flags (1: an inf/nan, exponent `expo`, seen; 2: an f16 magnitude ≥ `big`); `shift` multiplies n f16 patterns by 2^10.
+ */
+export interface Layout16Kernels {
+  pair(ptr: number, n: number, expo: number, big: number): number;
+  shift(ptr: number, n: number): void;
+}
 
 /** Bytes of 16-bit rows read from a file at a time by layout16 (small enough to stay in cache while permuted). */
 const FILL_CHUNK_BYTES = 256 * 1024;
@@ -271,10 +290,24 @@ export function layoutInt8(m: HostMatrix, dst: Int8Array, scales: Float32Array, 
  * (both zero-filled: padding blocks have d = 0). Returns the power of two the scales were multiplied by, as layout16:
  * F16_SHIFT unless a scale times 2^F16_SHIFT would overflow.
  */
-export function layoutBlocks(m: HostMatrix, dtype: BlockDType, codes: Uint8Array, scales: Uint16Array, K: number): number {
+export function layoutBlocks(m: HostMatrix, dtype: BlockDType, codes: Uint8Array, scales: Uint16Array, K: number, loader?: WasmLoader): number {
   const blocks = matrixBlocks(m, dtype);
   const nb = blocksPerRow(m.cols), BB = BLOCK_BYTES[dtype], cb = BB - 2;
   const rowBytes = dtype === 'q4' ? K / 2 : K;
+  if (loader && nb * BB <= loader.stageBytes) {
+    // in wasm (wasm/load.ts split_blocks, shift_f16): the blocks a stage-sized chunk of rows at a time
+    const per = Math.floor(loader.stageBytes / (nb * BB)), NB = K / QBLOCK;
+    const mem = new Uint8Array(loader.memory.buffer);
+    let big = 0;
+    for (let r0 = 0; r0 < m.rows; r0 += per) {
+      const n = Math.min(per, m.rows - r0);
+      mem.set(blocks.subarray(r0 * nb * BB, (r0 + n) * nb * BB), loader.stage);
+      big |= loader.kernels.split_blocks(codes.byteOffset + r0 * rowBytes, scales.byteOffset + r0 * NB * 2, loader.stage, n, nb, BB, rowBytes, NB);
+    }
+    if (big) return 0;
+    loader.kernels.shift_f16(scales.byteOffset, scales.length);
+    return F16_SHIFT;
+  }
   for (let r = 0; r < m.rows; r++) {
     for (let b = 0; b < nb; b++) {
       const o = (r * nb + b) * BB;
