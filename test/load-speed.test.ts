@@ -13,7 +13,7 @@ import { findNonFinite16 } from '../src/formats/finite.js';
 import { BLOCK_BYTES, INT8_GROUP, QBLOCK, blocksPerRow, matrixBlocks, quantizeRowInt8, type BlockDType } from '../src/backends/quant.js';
 import { quantizeQ4_0, quantizeQ8_0 } from '../src/formats/gguf-quant.js';
 import { toFloat32 } from '../src/formats/dtype.js';
-import { F16_SHIFT, blockCodeBytes, layout16, layoutBlocks, layoutF32, layoutInt8, paddedCols, paddedRows } from '../src/backends/wasm/layout.js';
+import { F16_SHIFT, blockCodeBytes, layout16, layoutBlocks, layoutF32, layoutInt8, layoutQ4x4, paddedCols, paddedRows } from '../src/backends/wasm/layout.js';
 import { createWasmBackend } from '../src/backends/wasm/index.js';
 
 // ---- the old code, verbatim (but for names) ----
@@ -278,6 +278,29 @@ test('matrixBlocks and layoutBlocks (q4, q8_0) = the old code, from float source
   } finally {
     await backends.q4.dispose();
     await backends.q8_0.dispose();
+  }
+});
+
+test('layoutQ4x4 (q4 weights, 8-bit activations): the wasm backend\'s q4x4_blocks = the JS layout, every row count mod 4', async () => {
+  const be = await createWasmBackend({ dtype: 'q4', activations: 'q8', threads: 1 });
+  try {
+    for (const [rows, cols] of [[4, 128], [5, 128], [6, 256], [7, 256], [70, 3072], [1023, 768]] as const) {
+      for (const [what, lo, hi] of [['tiny (shifted)', 0, 0x12], ['some scales >= 64 (not shifted)', 0, 0x1e]] as const) {
+        const data = patterns(rows * cols, 'F16', lo, hi);
+        const m: HostMatrix = { ...mat16('m', rows, cols, 'F16', data), blocks: { type: 'Q4_0', data: oldMatrixBlocks(mat16('m', rows, cols, 'F16', data), 'q4') } };
+        const K = paddedCols(cols, 'q4'), R = paddedRows(rows), cb = blockCodeBytes(rows, cols, 'q4');
+        const c0 = new Uint8Array(cb), s0 = new Uint16Array(R * (K / QBLOCK));
+        const sh0 = layoutQ4x4(m, c0, s0, K); // the JS loops (no loader)
+        const w = be.matrix(m) as unknown as { ptr: number; sc: number; f16Shift: number };
+        const mem = (be as unknown as { memory: WebAssembly.Memory }).memory.buffer;
+        const label = `q4x4 ${rows}x${cols} ${what}`;
+        assert.equal(w.f16Shift, sh0, `${label}: shift`);
+        same(new Uint8Array(mem, w.ptr, cb), c0, `${label}: codes`);
+        same(new Uint16Array(mem, w.sc, R * (K / QBLOCK)), s0, `${label}: scales`);
+      }
+    }
+  } finally {
+    await be.dispose();
   }
 });
 

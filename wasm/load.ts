@@ -218,3 +218,49 @@ export function split_blocks(codes: usize, scales: usize, src: usize, rows: i32,
   }
   return <i32>big;
 }
+
+/** One Q4_0 row block's 16 code bytes (at p) as the q4x4 bytes of its row: byte 4j + i = q[8j + i] | q[8j + 4 + i] << 4. */
+// @ts-ignore: decorator
+@inline function q4x4Row(p: usize): v128 {
+  const v = v128.load(p), m15 = i8x16.splat(15);
+  const lo = v128.and(v, m15), hi = v128.and(i16x8.shr_u(v, 4), m15); // q[0..15], q[16..31] (ggml's qs order)
+  const a = i8x16.shuffle(lo, hi, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+  const b = i8x16.shuffle(lo, hi, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  return v128.or(a, i16x8.shl(b, 4)); // b < 16 per byte: the shift keeps each byte's bits within it
+}
+
+/**
+ * layoutQ4x4's rearrangement (src/backends/wasm/layout.ts) of `rows` rows of `nb` Q4_0 blocks at src (18 bytes each)
+ * into groups of 4 rows from group g0: per group and block 64 code bytes, byte 16j + 4r + i of row r's q4x4Row
+ * lane j (a 4×4 transpose of 32-bit lanes), and the scales as [groups, NB, 4] u16; rows past `rows` in the last
+ * group are left as they are (zero). Returns 1 if a scale's magnitude is 0x5400 or more, else 0 (see split_blocks).
+ */
+export function q4x4_blocks(codes: usize, scales: usize, src: usize, rows: i32, nb: i32, NB: i32, g0: i32): i32 {
+  let big: u32 = 0;
+  const rowB = <usize>(nb * 18);
+  for (let r = 0; r < rows; r += 4) {
+    const n = min(4, rows - r), g = <usize>(g0 + (r >> 2));
+    for (let b = 0; b < nb; b++) {
+      const at = g * <usize>NB + <usize>b, s = src + <usize>r * rowB + <usize>b * 18;
+      let r0 = i32x4.splat(0), r1 = r0, r2 = r0, r3 = r0;
+      for (let k = 0; k < n; k++) {
+        const h = load<u16>(s + <usize>k * rowB);
+        store<u16>(scales + ((at << 2) + <usize>k << 1), h);
+        big |= <u32>((h & 0x7fff) >= 0x5400);
+      }
+      r0 = q4x4Row(s + 2);
+      if (n > 1) r1 = q4x4Row(s + rowB + 2);
+      if (n > 2) r2 = q4x4Row(s + 2 * rowB + 2);
+      if (n > 3) r3 = q4x4Row(s + 3 * rowB + 2);
+      // vector j = lane j of r0..r3
+      const t01l = v128.shuffle<i32>(r0, r1, 0, 4, 1, 5), t01h = v128.shuffle<i32>(r0, r1, 2, 6, 3, 7);
+      const t23l = v128.shuffle<i32>(r2, r3, 0, 4, 1, 5), t23h = v128.shuffle<i32>(r2, r3, 2, 6, 3, 7);
+      const d = codes + (at << 6);
+      v128.store(d, v128.shuffle<i64>(t01l, t23l, 0, 2));
+      v128.store(d, v128.shuffle<i64>(t01l, t23l, 1, 3), 16);
+      v128.store(d, v128.shuffle<i64>(t01h, t23h, 0, 2), 32);
+      v128.store(d, v128.shuffle<i64>(t01h, t23h, 1, 3), 48);
+    }
+  }
+  return <i32>big;
+}

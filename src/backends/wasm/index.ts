@@ -81,6 +81,7 @@ interface Kernels {
   f16_as_bf16(p: number, n: number, shift: number): number;
   pair16(p: number, n: number, expo: number, big: number): number;
   split_blocks(codes: number, scales: number, src: number, rows: number, nb: number, bb: number, rowBytes: number, sStride: number): number;
+  q4x4_blocks(codes: number, scales: number, src: number, rows: number, nb: number, NB: number, g0: number): number;
   shift_f16(p: number, n: number): void;
   pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
   scale_x(dst: number, x: number, T: number, xs: number, cols: number, K: number, shift: number): number;
@@ -339,7 +340,7 @@ export class WasmBackend implements Backend {
         const cb = blockCodeBytes(m.rows, m.cols, dt);
         sc = ptr + cb;
         const codes = new Uint8Array(buf, ptr, cb), scales = new Uint16Array(buf, sc, R * (K / QBLOCK));
-        f16Shift = q4x4 ? layoutQ4x4(m, codes, scales, K) : layoutBlocks(m, dt, codes, scales, K, this.loader);
+        f16Shift = q4x4 ? layoutQ4x4(m, codes, scales, K, this.loader) : layoutBlocks(m, dt, codes, scales, K, this.loader);
         break;
       }
     }

@@ -69,6 +69,7 @@ export interface WasmLoader {
   kernels: {
     quant_i8_bf16(q: number, sc: number, src: number, rows: number, cols: number, K: number): number;
     split_blocks(codes: number, scales: number, src: number, rows: number, nb: number, bb: number, rowBytes: number, sStride: number): number;
+    q4x4_blocks(codes: number, scales: number, src: number, rows: number, nb: number, NB: number, g0: number): number;
     shift_f16(p: number, n: number): void;
   };
   memory: WebAssembly.Memory;
@@ -324,9 +325,23 @@ export function layoutBlocks(m: HostMatrix, dtype: BlockDType, codes: Uint8Array
  * block's codes in column order), then the scales as [groups, K/32, 4]. The same blocks, codes and scales as
  * layoutBlocks, rearranged.
  */
-export function layoutQ4x4(m: HostMatrix, codes: Uint8Array, scales: Uint16Array, K: number): number {
+export function layoutQ4x4(m: HostMatrix, codes: Uint8Array, scales: Uint16Array, K: number, loader?: WasmLoader): number {
   const blocks = matrixBlocks(m, 'q4');
   const nb = blocksPerRow(m.cols), BB = BLOCK_BYTES.q4, NB = K / QBLOCK;
+  if (loader && 4 * nb * BB <= loader.stageBytes) {
+    // in wasm (wasm/load.ts q4x4_blocks, shift_f16): a stage-sized chunk of row groups at a time
+    const per = 4 * Math.floor(loader.stageBytes / (4 * nb * BB));
+    const mem = new Uint8Array(loader.memory.buffer);
+    let big = 0;
+    for (let r0 = 0; r0 < m.rows; r0 += per) {
+      const n = Math.min(per, m.rows - r0);
+      mem.set(blocks.subarray(r0 * nb * BB, (r0 + n) * nb * BB), loader.stage);
+      big |= loader.kernels.q4x4_blocks(codes.byteOffset, scales.byteOffset, loader.stage, n, nb, NB, r0 >> 2);
+    }
+    if (big) return 0;
+    loader.kernels.shift_f16(scales.byteOffset, scales.length);
+    return F16_SHIFT;
+  }
   const q = new Uint8Array(QBLOCK);
   for (let r = 0; r < m.rows; r++) {
     const g = r >> 2, lane = r & 3;
