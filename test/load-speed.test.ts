@@ -373,6 +373,32 @@ async function checkInt8(rowsList: ReadonlyArray<readonly [number, number]>, poi
   }
 }
 
+test('q4 / q8_0 from bf16: the wasm quantizer (blockquant.ts) gives the reference\'s blocks exactly, rows with Inf/NaN through the reference', async () => {
+  for (const [dtype, activations] of [['q4', 'full'], ['q8_0', 'full'], ['q4', 'q8']] as const) {
+    const be = await createWasmBackend({ dtype, activations, threads: 1 });
+    try {
+      for (const [rows, cols] of [[9, 64], [2500, 128], [70, 3072], [5, 768]] as const) {
+        for (const poison of [false, true]) {
+          const data = int8Cases(rows, cols); // ties, tiny next to large, zeros, ...: the rounding cases
+          if (poison) { data[1 * cols + 5] = 0x7f80; data[Math.min(rows - 1, 3) * cols + 70 % cols] = 0x7fc1; data[(rows - 1) * cols] = 0xff80; }
+          const m = mat16('blocks.0.ffn.key.weight', rows, cols, 'BF16', data);
+          const K = paddedCols(cols, dtype), R = paddedRows(rows), cb = blockCodeBytes(rows, cols, dtype);
+          const c0 = new Uint8Array(cb), s0 = new Uint16Array(R * (K / QBLOCK));
+          const sh0 = activations === 'q8' ? layoutQ4x4(m, c0, s0, K) : layoutBlocks(m, dtype, c0, s0, K); // JS: quantizeQ4_0/Q8_0
+          const w = be.matrix(m) as unknown as { ptr: number; sc: number; f16Shift: number };
+          const mem = (be as unknown as { memory: WebAssembly.Memory }).memory.buffer;
+          const label = `${dtype}${activations === 'q8' ? '+a8' : ''} ${rows}x${cols}${poison ? ' with Inf/NaN' : ''}`;
+          assert.equal(w.f16Shift, sh0, `${label}: shift`);
+          same(new Uint8Array(mem, w.ptr, cb), c0, `${label}: codes`);
+          same(new Uint16Array(mem, w.sc, R * (K / QBLOCK)), s0, `${label}: scales`);
+        }
+      }
+    } finally {
+      await be.dispose();
+    }
+  }
+});
+
 test('int8: the wasm kernel and the JS path give quantizeRowInt8\'s codes and scales exactly', async () => {
   // 2500 x 128 spans several staging chunks; 70 x 3072 a few rows per chunk; 33 x 100 is not whole groups (JS path)
   await checkInt8([[9, 64], [2500, 128], [70, 3072], [33, 100], [5, 768]], false);

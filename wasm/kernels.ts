@@ -34,6 +34,7 @@ import { widenQ4x4, PF_A8 } from './q4a8';
 export { bw_read } from './probe';
 export { activate, decay } from './act';
 export { quant_i8_bf16, f16_as_bf16, pair16, shift_f16, split_blocks, q4x4_blocks } from './load';
+export { quant_blocks_bf16 } from './blockquant';
 export { quant_x, pad_rows, scale_x } from './xprep';
 export { layer_norm, shift_lerp, lerp_inplace, key_prep, bonus_gate } from './elementwise';
 import { pad_rows } from './xprep';

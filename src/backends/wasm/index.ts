@@ -82,6 +82,7 @@ interface Kernels {
   pair16(p: number, n: number, expo: number, big: number): number;
   split_blocks(codes: number, scales: number, src: number, rows: number, nb: number, bb: number, rowBytes: number, sStride: number): number;
   q4x4_blocks(codes: number, scales: number, src: number, rows: number, nb: number, NB: number, g0: number): number;
+  quant_blocks_bf16(dst: number, src: number, rows: number, cols: number, q4: number): number;
   shift_f16(p: number, n: number): void;
   pad_rows(dst: number, x: number, T: number, xs: number, cols: number, K: number): void;
   scale_x(dst: number, x: number, T: number, xs: number, cols: number, K: number, shift: number): number;

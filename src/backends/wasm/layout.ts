@@ -20,6 +20,7 @@
 import type { HostMatrix, WeightDType } from '../kernels.js';
 import { bf16ToNumber, f16ToNumber, numberToBf16, numberToF16 } from '../../formats/dtype.js';
 import { BLOCK_BYTES, INT8_GROUP, QBLOCK, blocksPerRow, hostRow, matrixBlocks, quantizeRowInt8, type BlockDType } from '../quant.js';
+import { quantizeQ4_0, quantizeQ8_0 } from '../../formats/gguf-quant.js';
 
 export const WASM_MAX_BYTES = 65536 * 65536; // 4 GiB
 /** Bytes below this address are reserved (AssemblyScript statics, the thread-pool control block). */
@@ -70,6 +71,7 @@ export interface WasmLoader {
     quant_i8_bf16(q: number, sc: number, src: number, rows: number, cols: number, K: number): number;
     split_blocks(codes: number, scales: number, src: number, rows: number, nb: number, bb: number, rowBytes: number, sStride: number): number;
     q4x4_blocks(codes: number, scales: number, src: number, rows: number, nb: number, NB: number, g0: number): number;
+    quant_blocks_bf16(dst: number, src: number, rows: number, cols: number, q4: number): number;
     shift_f16(p: number, n: number): void;
   };
   memory: WebAssembly.Memory;
@@ -292,31 +294,76 @@ export function layoutInt8(m: HostMatrix, dst: Int8Array, scales: Float32Array, 
  * F16_SHIFT unless a scale times 2^F16_SHIFT would overflow.
  */
 export function layoutBlocks(m: HostMatrix, dtype: BlockDType, codes: Uint8Array, scales: Uint16Array, K: number, loader?: WasmLoader): number {
-  const blocks = matrixBlocks(m, dtype);
   const nb = blocksPerRow(m.cols), BB = BLOCK_BYTES[dtype], cb = BB - 2;
-  const rowBytes = dtype === 'q4' ? K / 2 : K;
-  if (loader && nb * BB <= loader.stageBytes) {
-    // in wasm (wasm/load.ts split_blocks, shift_f16): the blocks a stage-sized chunk of rows at a time
-    const per = Math.floor(loader.stageBytes / (nb * BB)), NB = K / QBLOCK;
-    const mem = new Uint8Array(loader.memory.buffer);
+  const rowBytes = dtype === 'q4' ? K / 2 : K, NB = K / QBLOCK;
+  if (loader) {
+    // in wasm (wasm/load.ts split_blocks, shift_f16), from the blocks staged a chunk of rows at a time
     let big = 0;
-    for (let r0 = 0; r0 < m.rows; r0 += per) {
-      const n = Math.min(per, m.rows - r0);
-      mem.set(blocks.subarray(r0 * nb * BB, (r0 + n) * nb * BB), loader.stage);
-      big |= loader.kernels.split_blocks(codes.byteOffset + r0 * rowBytes, scales.byteOffset + r0 * NB * 2, loader.stage, n, nb, BB, rowBytes, NB);
-    }
-    if (big) return 0;
-    loader.kernels.shift_f16(scales.byteOffset, scales.length);
-    return F16_SHIFT;
+    const staged = stagedBlocks(m, dtype, loader, 1, (src, r0, n) => {
+      big |= loader.kernels.split_blocks(codes.byteOffset + r0 * rowBytes, scales.byteOffset + r0 * NB * 2, src, n, nb, BB, rowBytes, NB);
+    });
+    if (staged) return finishScales(scales, big, loader);
   }
+  const blocks = matrixBlocks(m, dtype);
   for (let r = 0; r < m.rows; r++) {
     for (let b = 0; b < nb; b++) {
       const o = (r * nb + b) * BB;
-      scales[r * (K / QBLOCK) + b] = blocks[o]! | (blocks[o + 1]! << 8);
+      scales[r * NB + b] = blocks[o]! | (blocks[o + 1]! << 8);
       for (let j = 0, d = r * rowBytes + b * cb, s = o + 2; j < cb; j++) codes[d + j] = blocks[s + j]!;
     }
   }
   return shiftScales(scales);
+}
+
+/** The wasm paths' end of layoutBlocks/layoutQ4x4: shiftScales, with the test already made (`big`) and the shift in wasm. */
+function finishScales(scales: Uint16Array, big: number, loader: WasmLoader): number {
+  if (big) return 0;
+  loader.kernels.shift_f16(scales.byteOffset, scales.length);
+  return F16_SHIFT;
+}
+
+/**
+ * The ggml blocks of `m` (matrixBlocks' blocks, the same bytes) staged in the loader's memory a chunk of rows at a
+ * time (a multiple of `align` rows but the last), each chunk handed to `use(pointer, first row, rows)`. bf16 rows
+ * (a .pth loaded as q4/q8_0) are quantized there by wasm/blockquant.ts, straight from the file when `m` can be read
+ * into place; a row holding inf/NaN (allowed by allowNonFinite) by the reference quantizer. Other sources go
+ * through matrixBlocks and are copied in. Returns false (nothing done) where a chunk would not fit.
+ */
+function stagedBlocks(m: HostMatrix, dtype: BlockDType, loader: WasmLoader, align: number, use: (src: number, r0: number, n: number) => void): boolean {
+  const { rows, cols } = m;
+  const nb = blocksPerRow(cols), BB = BLOCK_BYTES[dtype], blockRow = nb * BB;
+  const mem = () => new Uint8Array(loader.memory.buffer);
+  const fileBlocks = m.blocks && cols % QBLOCK === 0;
+  if (m.dtype === 'BF16' && !fileBlocks && cols % QBLOCK === 0) {
+    // the first half of the stage takes the bf16 rows, the second their blocks (at most 34/64 of their bytes)
+    const half = loader.stageBytes >> 1;
+    const per = Math.floor(half / (2 * cols) / align) * align;
+    if (per < 1) return false;
+    const src = loader.stage, dst = loader.stage + half;
+    const stage = new Uint16Array(loader.memory.buffer, src, per * cols);
+    const row = new Float32Array(nb * QBLOCK);
+    const quant = dtype === 'q4' ? quantizeQ4_0 : quantizeQ8_0;
+    for (let r0 = 0; r0 < rows; r0 += per) {
+      const n = Math.min(per, rows - r0);
+      if (m.fill) m.fill(stage, r0, n); // checked as it is read
+      else stage.set(m.data.subarray(r0 * cols, (r0 + n) * cols));
+      for (let done = 0; done < n;) {
+        done += loader.kernels.quant_blocks_bf16(dst + done * blockRow, src + done * cols * 2, n - done, cols, dtype === 'q4' ? 1 : 0);
+        if (done < n) { hostRow(m, r0 + done, row); mem().set(quant(row), dst + done * blockRow); done++; }
+      }
+      use(dst, r0, n);
+    }
+    return true;
+  }
+  const per = Math.floor(loader.stageBytes / blockRow / align) * align;
+  if (per < 1) return false;
+  const blocks = matrixBlocks(m, dtype);
+  for (let r0 = 0; r0 < rows; r0 += per) {
+    const n = Math.min(per, rows - r0);
+    mem().set(blocks.subarray(r0 * blockRow, (r0 + n) * blockRow), loader.stage);
+    use(loader.stage, r0, n);
+  }
+  return true;
 }
 
 /**
@@ -326,22 +373,16 @@ export function layoutBlocks(m: HostMatrix, dtype: BlockDType, codes: Uint8Array
  * layoutBlocks, rearranged.
  */
 export function layoutQ4x4(m: HostMatrix, codes: Uint8Array, scales: Uint16Array, K: number, loader?: WasmLoader): number {
-  const blocks = matrixBlocks(m, 'q4');
   const nb = blocksPerRow(m.cols), BB = BLOCK_BYTES.q4, NB = K / QBLOCK;
-  if (loader && 4 * nb * BB <= loader.stageBytes) {
-    // in wasm (wasm/load.ts q4x4_blocks, shift_f16): a stage-sized chunk of row groups at a time
-    const per = 4 * Math.floor(loader.stageBytes / (4 * nb * BB));
-    const mem = new Uint8Array(loader.memory.buffer);
+  if (loader) {
+    // in wasm (wasm/load.ts q4x4_blocks, shift_f16), from the blocks staged a chunk of whole row groups at a time
     let big = 0;
-    for (let r0 = 0; r0 < m.rows; r0 += per) {
-      const n = Math.min(per, m.rows - r0);
-      mem.set(blocks.subarray(r0 * nb * BB, (r0 + n) * nb * BB), loader.stage);
-      big |= loader.kernels.q4x4_blocks(codes.byteOffset, scales.byteOffset, loader.stage, n, nb, NB, r0 >> 2);
-    }
-    if (big) return 0;
-    loader.kernels.shift_f16(scales.byteOffset, scales.length);
-    return F16_SHIFT;
+    const staged = stagedBlocks(m, 'q4', loader, 4, (src, r0, n) => {
+      big |= loader.kernels.q4x4_blocks(codes.byteOffset, scales.byteOffset, src, n, nb, NB, r0 >> 2);
+    });
+    if (staged) return finishScales(scales, big, loader);
   }
+  const blocks = matrixBlocks(m, 'q4');
   const q = new Uint8Array(QBLOCK);
   for (let r = 0; r < m.rows; r++) {
     const g = r >> 2, lane = r & 3;
