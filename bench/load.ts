@@ -6,7 +6,8 @@
  *      keep    - the f32 tensors are kept: peak RSS ~ f32 size + one tensor in flight
  *      stream  - each f32 tensor is dropped after reading: peak RSS shows the file is never held in memory
  * 2. The whole command (the issue-15 figure): `rwkv7 generate --model FILE --max-tokens 1` from start to exit, warm
- *    page cache, for bf16 and int8 weights on the wasm backend: wall time and peak RSS by `/usr/bin/time -f '%e %M'`
+ *    page cache, for bf16, int8, q8_0 and q4 weights on the wasm backend (and the GGUFs bench/peers.ts writes beside
+ *    the file, when present): wall time and peak RSS by `/usr/bin/time -f '%e %M'`
  *    (wall time alone where it is missing), median of --runs (default 5) fresh processes; then the same load
  *    in-process (`loadModel`, no CLI start-up, tokenizer or forward pass) for where the time goes.
  *    Runs the built CLI (dist/cli/main.js: `npm run build` first).
@@ -79,9 +80,15 @@ if (mode === 'keep' || mode === 'stream') {
     console.log('dist/cli/main.js is missing: npm run build, then run again for the generate figures');
   } else {
     const time = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
-    console.log(`\nrwkv7 generate --model FILE --max-tokens 1 (wasm), start to exit, median of ${RUNS}${time ? '' : ' (no /usr/bin/time: no RSS)'}:`);
-    for (const dtype of ['bf16', 'int8'] as const) {
-      const cmd = [cli, 'generate', '--model', FILE, '--max-tokens', '1', '--prompt', 'Hi', '--backend', 'wasm', '--dtype', dtype, '-q'];
+    console.log(`\nrwkv7 generate --model FILE --max-tokens 1 (wasm; --dtype, or a GGUF's own types), start to exit, median of ${RUNS}${time ? '' : ' (no /usr/bin/time: no RSS)'}:`);
+    // the .pth as each storage type, then the GGUFs bench:peers writes beside it (when they are there), as stored
+    const stem = FILE.replace(/\.pth$/, '');
+    const cases: Array<[string, string, string[]]> = [
+      ...(['bf16', 'int8', 'q8_0', 'q4'] as const).map((d): [string, string, string[]] => [d, FILE, ['--dtype', d]]),
+      ...['f16', 'q8_0', 'q4_0'].map((t): [string, string, string[]] => [`${t} (.gguf)`, `${stem}.${t}.gguf`, []]).filter(([, f]) => fs.existsSync(f)),
+    ];
+    for (const [dtype, file, extra] of cases) {
+      const cmd = [cli, 'generate', '--model', file, '--max-tokens', '1', '--prompt', 'Hi', '--backend', 'wasm', ...extra, '-q'];
       const wall: number[] = [], rss: number[] = [];
       for (let i = 0; i < RUNS; i++) {
         const t0 = performance.now();
@@ -98,7 +105,7 @@ if (mode === 'keep' || mode === 'stream') {
           wall.push(ms / 1000);
         }
       }
-      console.log(`  ${dtype.padEnd(4)}: ${median(wall).toFixed(2)} s (${wall.map((w) => w.toFixed(2)).join(', ')})` +
+      console.log(`  ${dtype.padEnd(12)}: ${median(wall).toFixed(2)} s (${wall.map((w) => w.toFixed(2)).join(', ')})` +
         (rss.length ? `, peak RSS ${median(rss).toFixed(0)} MB (max ${Math.max(...rss).toFixed(0)})` : ''));
     }
     for (const dtype of ['bf16', 'int8']) {
