@@ -60,11 +60,11 @@ export function quant_blocks_bf16(dst: usize, src: usize, rows: i32, cols: i32, 
     if (v128.any_true(bad)) return r;
     for (let b = 0; b < nb; b++) {
       const p = row + (<usize>b << 6), o = dst + (<usize>(r * nb + b)) * BB;
+      let m = f32x4.splat(0);
+      for (let j: usize = 0; j < 32; j += 4) m = f32x4.max(m, f32x4.abs(four(p, j)));
+      const amax = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
       if (q4) {
-        // amax = max |v|; mx = the first value with |v| = amax (the reference's strict `amax < |v|` scan); 0 if all are 0
-        let m = f32x4.splat(0);
-        for (let j: usize = 0; j < 32; j += 4) m = f32x4.max(m, f32x4.abs(four(p, j)));
-        const amax = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+        // mx = the first value with |v| = amax (the reference's strict `amax < |v|` scan); 0 if all are 0
         let mx: f32 = 0;
         if (amax > 0) {
           const A = f32x4.splat(amax);
@@ -84,9 +84,6 @@ export function quant_blocks_bf16(dst: usize, src: usize, rows: i32, cols: i32, 
           store<u32>(o + 2 + j, i32x4.extract_lane(i8x16.shuffle(byte, byte, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), 0));
         }
       } else {
-        let m = f32x4.splat(0);
-        for (let j: usize = 0; j < 32; j += 4) m = f32x4.max(m, f32x4.abs(four(p, j)));
-        const amax = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
         const d = amax / 127;
         const id: f32 = d != 0 ? 1 / d : 0;
         store<u16>(o, <u16>f16Of(d));

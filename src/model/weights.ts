@@ -158,9 +158,7 @@ function hostMatrix(t: TensorRef, path: string, transpose: boolean, finite: Fini
   const name = t.name;
   if ((t.dtype === 'BF16' || t.dtype === 'F16') && !transpose && t.readInto) return fillable(t, rows, cols, finite, t.dtype);
   if (t.dtype === 'BF16' || t.dtype === 'F16') {
-    const bytes = t.read();
-    const copy = (bytes.byteOffset & 1) === 0 ? bytes : bytes.slice();
-    let data = new Uint16Array(copy.buffer, copy.byteOffset, rows * cols);
+    let data = bits16(t, rows * cols);
     finite(name, data, t.dtype);
     if (transpose) { data = transposed(data, rows, cols, new Uint16Array(rows * cols)); [rows, cols] = [cols, rows]; }
     return { name, rows, cols, dtype: t.dtype, data };
@@ -204,9 +202,7 @@ function fillable(t: TensorRef, rows: number, cols: number, finite: FiniteCheck,
   let data: Uint16Array | undefined;
   const whole = (): Uint16Array => {
     if (!data) {
-      const bytes = t.read();
-      const copy = (bytes.byteOffset & 1) === 0 ? bytes : bytes.slice();
-      const d = new Uint16Array(copy.buffer, copy.byteOffset, rows * cols);
+      const d = bits16(t, rows * cols);
       finite(t.name, d, dtype);
       data = d;
     }
@@ -243,6 +239,13 @@ function ggmlBlocks(t: TensorRef, transpose: boolean): HostBlocks | undefined {
   return { type, data: g.readRaw() };
 }
 
+/** The first n 16-bit patterns of a BF16/F16 tensor (its bytes copied only where they are not 2-byte aligned). */
+function bits16(t: TensorRef, n: number): Uint16Array {
+  const bytes = t.read();
+  const copy = (bytes.byteOffset & 1) === 0 ? bytes : bytes.slice();
+  return new Uint16Array(copy.buffer, copy.byteOffset, n);
+}
+
 /** Whether every Q4_0/Q8_0 block (`bytes` each, its f16 scale first) has a finite scale: its exponent not all ones. */
 function blockScalesFinite(b: Uint8Array, bytes: number): boolean {
   for (let o = 0; o + 1 < b.length; o += bytes) if ((b[o + 1]! & 0x7c) === 0x7c) return false;
@@ -256,11 +259,10 @@ function transposed<A extends Float32Array | Uint16Array>(src: A, rows: number, 
 
 function embedding(t: TensorRef, config: ModelConfig, path: string, finite: FiniteCheck): Embedding {
   const C = config.nEmbd;
-  if (t.dtype === 'BF16') {
-    const bytes = t.read();
-    const copy = (bytes.byteOffset & 1) === 0 ? bytes : bytes.slice();
-    const u16 = new Uint16Array(copy.buffer, copy.byteOffset, config.vocabSize * C);
-    finite(t.name, u16, 'BF16');
+  if (t.dtype === 'BF16' || t.dtype === 'F16') { // kept as it is (half the memory of f32), widened a row at a time
+    const u16 = bits16(t, config.vocabSize * C);
+    finite(t.name, u16, t.dtype);
+    if (t.dtype === 'F16') return { row(id, out) { for (let i = 0; i < C; i++) out[i] = f16ToNumber(u16[id * C + i]!); } };
     const cvt = new Float32Array(1);
     const bits = new Uint32Array(cvt.buffer);
     return {
@@ -277,13 +279,6 @@ function embedding(t: TensorRef, config: ModelConfig, path: string, finite: Fini
     if (raw.length !== config.vocabSize * rowBytes) throw new FormatError(`${path}: tensor ${t.name} has ${raw.length} bytes, expected ${config.vocabSize * rowBytes}`);
     if (!blockScalesFinite(raw, g.type.typeSize)) finite(t.name, toF32(t, path)); // the whole table's check and error
     return { row(id, out) { out.set(dequantize(g.type, raw.subarray(id * rowBytes, (id + 1) * rowBytes), C)); } };
-  }
-  if (t.dtype === 'F16') { // kept as it is (half the memory of f32), widened a row at a time
-    const bytes = t.read();
-    const copy = (bytes.byteOffset & 1) === 0 ? bytes : bytes.slice();
-    const u16 = new Uint16Array(copy.buffer, copy.byteOffset, config.vocabSize * C);
-    finite(t.name, u16, 'F16');
-    return { row(id, out) { for (let i = 0; i < C; i++) out[i] = f16ToNumber(u16[id * C + i]!); } };
   }
   const f32 = toF32(t, path);
   finite(t.name, f32);
